@@ -1,0 +1,84 @@
+/*
+ * Pricing: pure functions, no I/O.  Money is int64_t minor units; the one
+ * rounding rule is half-up per line (see schema/README.md).
+ */
+
+#ifndef APIMON_PRICING_H
+#define APIMON_PRICING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define APIMON_MAX_TIERS   16
+#define APIMON_MAX_LINES   4
+
+typedef enum {
+    APIMON_MODEL_FREE = 0,
+    APIMON_MODEL_FLAT,
+    APIMON_MODEL_METERED,
+    APIMON_MODEL_FLAT_WITH_OVERAGE,
+    APIMON_MODEL_GRADUATED,
+    APIMON_MODEL_VOLUME,
+    APIMON_MODEL_PACKAGE
+} apimon_model_e;
+
+typedef struct {
+    int64_t        up_to;          /* units; -1 = no upper bound */
+    int64_t        unit_amount;
+    int64_t        flat_amount;
+} apimon_tier_t;
+
+typedef struct {
+    apimon_model_e model;
+    char           currency[4];    /* lowercase ISO 4217, "" for free */
+    int64_t        amount;         /* flat fee, or price of one package */
+    int64_t        unit_amount;
+    int64_t        unit_size;      /* calls per unit, >= 1 */
+    int            round_up;       /* partial units: 1 up, 0 down */
+    int64_t        included_units;
+    int64_t        package_size;
+    apimon_tier_t  tiers[APIMON_MAX_TIERS];
+    size_t         ntiers;
+} apimon_pricing_t;
+
+/* a closed UTC calendar month: [start_ms, end_ms) */
+typedef struct {
+    int            year;
+    int            month;          /* 1..12 */
+    int64_t        start_ms;
+    int64_t        end_ms;
+    int            days;
+} apimon_period_t;
+
+typedef struct {
+    char           id[16];         /* "fee", "usage", "overage" */
+    int64_t        quantity;       /* days for a fee, units or calls else */
+    int64_t        amount;         /* minor units */
+    char           description[200];
+} apimon_line_t;
+
+/* "2026-02" → period; -1 on a malformed or impossible month */
+int apimon_period_parse(const char *text, apimon_period_t *p);
+/* the month that contains t_ms */
+void apimon_period_of(int64_t t_ms, apimon_period_t *p);
+/* the month before p */
+void apimon_period_prev(const apimon_period_t *p, apimon_period_t *prev);
+
+/* UTC days of [start_ms, end_ms) (end 0 = open) that fall in the period,
+ * counting a partial first and last day */
+int apimon_active_days(const apimon_period_t *p, int64_t start_ms,
+    int64_t end_ms);
+
+int64_t apimon_round_half_up(int64_t num, int64_t den);
+
+/*
+ * The lines of one subscription for one period: calls are the accepted calls
+ * billable in the period.  Returns the number of lines written (lines with
+ * amount 0 are still returned, the caller decides), or -1 if the pricing is
+ * inconsistent.  description names the plan's model and quantity.
+ */
+int apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
+    apimon_line_t *lines, size_t nlines);
+
+#endif
