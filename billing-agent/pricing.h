@@ -12,6 +12,11 @@
 #define APIMON_MAX_TIERS   16
 #define APIMON_MAX_LINES   4
 
+/* every price in a catalog (amount, unitAmount, flatAmount) is below this */
+#define APIMON_MAX_AMOUNT  1000000000000LL         /* 10^12 minor units */
+/* calls, sizes and tier bounds above this are refused as absurd */
+#define APIMON_MAX_CALLS   1000000000000000LL      /* 10^15 */
+
 typedef enum {
     APIMON_MODEL_FREE = 0,
     APIMON_MODEL_FLAT,
@@ -80,5 +85,32 @@ int64_t apimon_round_half_up(int64_t num, int64_t den);
 int apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines);
+
+/*
+ * Additions beyond the pinned interface above.
+ */
+
+/* "flat" ... "package" for a model, "?" if out of range */
+const char *apimon_model_name(apimon_model_e m);
+/* the catalog's model name → enum; -1 if unknown */
+int apimon_model_parse(const char *name, apimon_model_e *m);
+
+/*
+ * 0 if the pricing is consistent, else -1 with "field: reason" in err, the
+ * field named as in the catalog's pricing object ("tiers[1].upTo: must be
+ * greater than 1000"), so the catalog prefixes "plans[N].pricing.".  This is
+ * the check apimon_price applies before it prices anything.
+ */
+int apimon_pricing_check(const apimon_pricing_t *pricing, char *err,
+    size_t errlen);
+
+/* "2026-02" into buf (at least 8 bytes) */
+void apimon_period_format(const apimon_period_t *p, char *buf, size_t len);
+
+/* digits after the decimal point of a currency: 0 jpy, 3 kwd, 2 usd ... */
+int apimon_currency_exponent(const char *currency);
+/* 1234 usd → "12.34 usd", 50 jpy → "50 jpy" (ASCII, always terminated) */
+void apimon_format_amount(int64_t minor, const char *currency, char *buf,
+    size_t len);
 
 #endif

@@ -1,0 +1,777 @@
+/*
+ * Pricing: calendar periods, pro-rating and the seven pricing models.
+ * Everything is int64_t in minor units; no floating point anywhere, and
+ * every multiplication or sum that could overflow is checked.
+ */
+
+#include "pricing.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DAY_MS      86400000LL
+#define MIN_YEAR    1970
+#define MAX_YEAR    9999
+/* 10000-01-01T00:00:00Z: instants are clamped below it */
+#define END_MS      253402300800000LL
+
+static void say(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- calendar --------------------------------------------------------- */
+
+static int
+is_leap(int64_t y)
+{
+    return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+}
+
+static int
+month_days(int64_t y, int m)
+{
+    static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+    return days[m - 1] + (m == 2 && is_leap(y));
+}
+
+/* leap years in 1..y (y >= 0) */
+static int64_t
+leaps_through(int64_t y)
+{
+    return y / 4 - y / 100 + y / 400;
+}
+
+/* days from 1970-01-01 to January 1st of year y (y >= 1) */
+static int64_t
+days_before_year(int64_t y)
+{
+    return 365 * (y - 1970) + leaps_through(y - 1) - leaps_through(1969);
+}
+
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+    int64_t  days = days_before_year(y);
+    int      i;
+
+    for (i = 1; i < m; i++) {
+        days += month_days(y, i);
+    }
+    return days + d - 1;
+}
+
+/* floor division: instants before 1970 still land on the right day */
+static int64_t
+floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+static void
+period_set(int y, int m, apimon_period_t *p)
+{
+    p->year = y;
+    p->month = m;
+    p->days = month_days(y, m);
+    p->start_ms = days_from_civil(y, m, 1) * DAY_MS;
+    p->end_ms = p->start_ms + (int64_t) p->days * DAY_MS;
+}
+
+static int
+digits(const char *s, int n, int *out)
+{
+    int i, v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int
+apimon_period_parse(const char *text, apimon_period_t *p)
+{
+    int y, m;
+
+    /* exactly YYYY-MM: "2026-2" or "2026-02x" are typos, not months */
+    if (text == NULL || strlen(text) != 7 || text[4] != '-'
+        || digits(text, 4, &y) != 0 || digits(text + 5, 2, &m) != 0)
+    {
+        return -1;
+    }
+    if (y < MIN_YEAR || y > MAX_YEAR || m < 1 || m > 12) {
+        return -1;
+    }
+    period_set(y, m, p);
+    return 0;
+}
+
+void
+apimon_period_of(int64_t t_ms, apimon_period_t *p)
+{
+    int64_t  z;
+    int64_t  y;
+    int      m = 1;
+
+    t_ms = t_ms < 0 ? 0 : (t_ms >= END_MS ? END_MS - 1 : t_ms);
+    z = t_ms / DAY_MS;
+    /* z / 366 never overshoots; a handful of steps corrects it */
+    y = MIN_YEAR + z / 366;
+    while (days_before_year(y + 1) <= z) {
+        y++;
+    }
+    while (m < 12 && days_from_civil(y, m + 1, 1) <= z) {
+        m++;
+    }
+    period_set((int) y, m, p);
+}
+
+void
+apimon_period_prev(const apimon_period_t *p, apimon_period_t *prev)
+{
+    if (p->month == 1) {
+        period_set(p->year - 1, 12, prev);
+    } else {
+        period_set(p->year, p->month - 1, prev);
+    }
+}
+
+void
+apimon_period_format(const apimon_period_t *p, char *buf, size_t len)
+{
+    if (len > 0) {
+        snprintf(buf, len, "%04d-%02d", p->year % 10000, p->month % 100);
+    }
+}
+
+int
+apimon_active_days(const apimon_period_t *p, int64_t start_ms, int64_t end_ms)
+{
+    int64_t s = start_ms > p->start_ms ? start_ms : p->start_ms;
+    int64_t e = (end_ms == 0 || end_ms > p->end_ms) ? p->end_ms : end_ms;
+
+    if (e <= s) {
+        return 0;
+    }
+    /* the day of s counts, and so does a partially covered last day; an end
+     * at exactly 00:00 covers nothing of that day */
+    return (int) (floor_div(e + DAY_MS - 1, DAY_MS) - floor_div(s, DAY_MS));
+}
+
+/* ---- arithmetic ------------------------------------------------------- */
+
+int64_t
+apimon_round_half_up(int64_t num, int64_t den)
+{
+    int64_t q, r;
+
+    if (den == 0 || num == INT64_MIN || den == INT64_MIN) {
+        return 0;
+    }
+    if (den < 0) {
+        num = -num;
+        den = -den;
+    }
+    /* floor(num / den + 1/2), written so that nothing overflows */
+    q = floor_div(num, den);
+    r = num - q * den;
+    return r >= den - r ? q + 1 : q;
+}
+
+static int
+mul(int64_t a, int64_t b, int64_t *out)
+{
+    return __builtin_mul_overflow(a, b, out) ? -1 : 0;
+}
+
+static int
+add(int64_t a, int64_t b, int64_t *out)
+{
+    return __builtin_add_overflow(a, b, out) ? -1 : 0;
+}
+
+static int64_t
+ceil_div(int64_t a, int64_t b)
+{
+    return a / b + (a % b != 0);
+}
+
+/* calls → billing units of unit_size calls, the partial unit up or down */
+static int64_t
+units_of(const apimon_pricing_t *pr, int64_t calls)
+{
+    return pr->round_up ? ceil_div(calls, pr->unit_size)
+                        : calls / pr->unit_size;
+}
+
+/* ---- names and formatting ---------------------------------------------- */
+
+static const char *const model_names[] = {
+    "free", "flat", "metered", "flat_with_overage", "graduated", "volume",
+    "package"
+};
+
+#define NMODELS (sizeof(model_names) / sizeof(model_names[0]))
+
+const char *
+apimon_model_name(apimon_model_e m)
+{
+    return (unsigned) m < NMODELS ? model_names[m] : "?";
+}
+
+int
+apimon_model_parse(const char *name, apimon_model_e *m)
+{
+    size_t i;
+
+    for (i = 0; name != NULL && i < NMODELS; i++) {
+        if (strcmp(name, model_names[i]) == 0) {
+            *m = (apimon_model_e) i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int
+apimon_currency_exponent(const char *c)
+{
+    /* Stripe's zero- and three-decimal currencies; all others have two */
+    static const char zero[] =
+        ",bif,clp,djf,gnf,jpy,kmf,krw,mga,pyg,rwf,ugx,vnd,vuv,xaf,xof,xpf,";
+    static const char three[] = ",bhd,jod,kwd,omr,tnd,";
+    char key[6];
+
+    if (c == NULL || strlen(c) != 3) {
+        return 2;
+    }
+    snprintf(key, sizeof(key), ",%s,", c);
+    return strstr(zero, key) ? 0 : (strstr(three, key) ? 3 : 2);
+}
+
+/* 1234567 → "1,234,567": finance reads call counts more easily so */
+static void
+fmt_count(int64_t v, char *buf, size_t len)
+{
+    char     raw[24], out[32];
+    size_t   n, i, j = 0;
+    int      neg = v < 0;
+
+    snprintf(raw, sizeof(raw), "%lld", (long long) v);
+    n = strlen(raw);
+    for (i = neg; i < n; i++) {
+        if (i > (size_t) neg && (n - i) % 3 == 0) {
+            out[j++] = ',';
+        }
+        out[j++] = raw[i];
+    }
+    out[j] = '\0';
+    say(buf, len, "%s%s", neg ? "-" : "", out);
+}
+
+void
+apimon_format_amount(int64_t minor, const char *currency, char *buf,
+    size_t len)
+{
+    int       e = apimon_currency_exponent(currency);
+    int64_t   scale = e == 0 ? 1 : (e == 3 ? 1000 : 100);
+    uint64_t  mag = minor < 0 ? (uint64_t) 0 - (uint64_t) minor
+                              : (uint64_t) minor;
+    const char *sign = minor < 0 ? "-" : "";
+    const char *cur = currency && currency[0] ? currency : "";
+    const char *sp = cur[0] ? " " : "";
+
+    if (len == 0) {
+        return;
+    }
+    if (e == 0) {
+        snprintf(buf, len, "%s%llu%s%s", sign, (unsigned long long) mag, sp,
+            cur);
+        return;
+    }
+    snprintf(buf, len, "%s%llu.%0*llu%s%s", sign,
+        (unsigned long long) (mag / (uint64_t) scale), e,
+        (unsigned long long) (mag % (uint64_t) scale), sp, cur);
+}
+
+/* snprintf that may truncate by design: descriptions are cut, not grown */
+static void
+say(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (len == 0) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- consistency ------------------------------------------------------- */
+
+static int
+fail(char *err, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err != NULL && len > 0) {
+        va_start(ap, fmt);
+        vsnprintf(err, len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static int
+check_amount(const char *field, int64_t v, char *err, size_t len)
+{
+    if (v < 0) {
+        return fail(err, len, "%s: must be >= 0", field);
+    }
+    if (v >= APIMON_MAX_AMOUNT) {
+        return fail(err, len, "%s: must be less than 10^12", field);
+    }
+    return 0;
+}
+
+static int
+check_size(const char *field, int64_t v, int64_t min, char *err, size_t len)
+{
+    if (v < min) {
+        return fail(err, len, "%s: must be >= %lld", field, (long long) min);
+    }
+    if (v > APIMON_MAX_CALLS) {
+        return fail(err, len, "%s: must be at most 10^15", field);
+    }
+    return 0;
+}
+
+static int
+currency_ok(const char *c)
+{
+    size_t n = strnlen(c, 4), i;
+
+    if (n != 3) {
+        return 0;
+    }
+    for (i = 0; i < 3; i++) {
+        if (c[i] < 'a' || c[i] > 'z') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+check_tier(const apimon_pricing_t *pr, size_t i, char *err, size_t len)
+{
+    const apimon_tier_t *t = &pr->tiers[i];
+    char                 f[40];
+    int                  last = i + 1 == pr->ntiers;
+
+    snprintf(f, sizeof(f), "tiers[%zu].upTo", i);
+    if (t->up_to == -1 && !last) {
+        return fail(err, len, "%s: only the last tier may be open (null)", f);
+    }
+    if (t->up_to != -1) {
+        if (last) {
+            return fail(err, len, "%s: the last tier must be open (null)", f);
+        }
+        if (i > 0 && t->up_to <= pr->tiers[i - 1].up_to) {
+            return fail(err, len, "%s: must be greater than %lld", f,
+                (long long) pr->tiers[i - 1].up_to);
+        }
+        if (check_size(f, t->up_to, 1, err, len) != 0) {
+            return -1;
+        }
+    }
+    snprintf(f, sizeof(f), "tiers[%zu].unitAmount", i);
+    if (check_amount(f, t->unit_amount, err, len) != 0) {
+        return -1;
+    }
+    snprintf(f, sizeof(f), "tiers[%zu].flatAmount", i);
+    return check_amount(f, t->flat_amount, err, len);
+}
+
+static int
+check_tiers(const apimon_pricing_t *pr, char *err, size_t len)
+{
+    size_t i;
+
+    if (pr->ntiers < 1) {
+        return fail(err, len, "tiers: must have at least one tier");
+    }
+    if (pr->ntiers > APIMON_MAX_TIERS) {
+        return fail(err, len, "tiers: at most %d tiers", APIMON_MAX_TIERS);
+    }
+    for (i = 0; i < pr->ntiers; i++) {
+        if (check_tier(pr, i, err, len) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* unitSize and rounding, shared by the models that count units */
+static int
+check_units(const apimon_pricing_t *pr, char *err, size_t len)
+{
+    if (pr->round_up != 0 && pr->round_up != 1) {
+        return fail(err, len, "rounding: must be \"up\" or \"down\"");
+    }
+    return check_size("unitSize", pr->unit_size, 1, err, len);
+}
+
+static int
+check_model(const apimon_pricing_t *pr, char *err, size_t len)
+{
+    switch (pr->model) {
+    case APIMON_MODEL_FREE:
+        return 0;
+    case APIMON_MODEL_FLAT:
+        return check_amount("amount", pr->amount, err, len);
+    case APIMON_MODEL_METERED:
+        return check_amount("unitAmount", pr->unit_amount, err, len)
+            || check_units(pr, err, len) ? -1 : 0;
+    case APIMON_MODEL_FLAT_WITH_OVERAGE:
+        return check_amount("amount", pr->amount, err, len)
+            || check_size("includedUnits", pr->included_units, 0, err, len)
+            || check_amount("unitAmount", pr->unit_amount, err, len)
+            || check_units(pr, err, len) ? -1 : 0;
+    case APIMON_MODEL_GRADUATED:
+    case APIMON_MODEL_VOLUME:
+        return check_tiers(pr, err, len) || check_units(pr, err, len)
+            ? -1 : 0;
+    case APIMON_MODEL_PACKAGE:
+        return check_amount("amount", pr->amount, err, len)
+            || check_size("packageSize", pr->package_size, 1, err, len)
+            ? -1 : 0;
+    }
+    return fail(err, len, "model: unknown model");
+}
+
+int
+apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
+{
+    if (pr == NULL) {
+        return fail(err, len, "pricing: missing");
+    }
+    if ((unsigned) pr->model >= NMODELS) {
+        return fail(err, len, "model: unknown model");
+    }
+    /* free may omit the currency; every other model bills in one */
+    if ((pr->model != APIMON_MODEL_FREE || pr->currency[0] != '\0')
+        && !currency_ok(pr->currency))
+    {
+        return fail(err, len, "currency: must be 3 lowercase letters "
+            "(ISO 4217)");
+    }
+    return check_model(pr, err, len);
+}
+
+/* ---- lines ------------------------------------------------------------- */
+
+typedef struct {
+    const apimon_pricing_t *pr;
+    const apimon_period_t  *p;
+    const char             *label;
+    int64_t                 calls;
+    int                     days;
+    apimon_line_t          *lines;
+    size_t                  nlines;
+    size_t                  n;
+} price_ctx_t;
+
+/* the plan label as ASCII: descriptions go to Stripe and to CSV reports */
+static void
+ascii_copy(char *dst, size_t room, const char *src)
+{
+    size_t i;
+
+    for (i = 0; room > 0 && i + 1 < room && src[i] != '\0'; i++) {
+        unsigned char c = (unsigned char) src[i];
+
+        dst[i] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+    }
+    if (room > 0) {
+        dst[i] = '\0';
+    }
+}
+
+static int
+emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
+    const char *tail)
+{
+    apimon_line_t  *l;
+    char            head[16];
+    size_t          tl, room, hl;
+
+    if (c->n >= c->nlines) {
+        return -1;
+    }
+    l = &c->lines[c->n++];
+    memset(l, 0, sizeof(*l));
+    say(l->id, sizeof(l->id), "%s", id);
+    l->quantity = qty;
+    l->amount = amount;
+
+    /* "<label> 2026-02: <tail>"; the label is cut first, the tail (what
+     * was counted) survives whole whenever it fits at all */
+    apimon_period_format(c->p, head, sizeof(head));
+    tl = strlen(tail);
+    hl = strlen(head) + 3;                       /* " ", ": " */
+    room = sizeof(l->description) > tl + hl + 1
+         ? sizeof(l->description) - tl - hl : 1;
+    ascii_copy(l->description, room, c->label);
+    hl = strlen(l->description);
+    say(l->description + hl, sizeof(l->description) - hl, "%s%s: %s",
+        hl ? " " : "", head, tail);
+    return 0;
+}
+
+static int
+fee_line(price_ctx_t *c)
+{
+    int64_t  fee;
+    char     tail[64];
+
+    if (mul(c->pr->amount, c->days, &fee) != 0) {
+        return -1;
+    }
+    fee = apimon_round_half_up(fee, c->p->days);
+    if (fee > c->pr->amount) {
+        fee = c->pr->amount;                 /* never above the full fee */
+    }
+    say(tail, sizeof(tail), "%d of %d days", c->days, c->p->days);
+    return emit(c, "fee", c->days, fee, tail);
+}
+
+/* "12,345 calls" or "12,345 calls = 13 units of 1,000" */
+static void
+units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
+    char *buf, size_t len)
+{
+    char calls[32], n[32], sz[32];
+
+    fmt_count(c->calls, calls, sizeof(calls));
+    if (size == 1 && strcmp(what, "units") == 0) {
+        say(buf, len, "%s calls", calls);
+        return;
+    }
+    fmt_count(units, n, sizeof(n));
+    fmt_count(size, sz, sizeof(sz));
+    say(buf, len, "%s calls = %s %s of %s", calls, n, what, sz);
+}
+
+static int
+metered_line(price_ctx_t *c)
+{
+    int64_t  units = units_of(c->pr, c->calls), amount;
+    char     up[96], price[40], tail[160];
+
+    if (mul(units, c->pr->unit_amount, &amount) != 0) {
+        return -1;
+    }
+    units_phrase(c, units, c->pr->unit_size, "units", up, sizeof(up));
+    apimon_format_amount(c->pr->unit_amount, c->pr->currency, price,
+        sizeof(price));
+    say(tail, sizeof(tail), "%s x %s", up, price);
+    return emit(c, "usage", units, amount, tail);
+}
+
+static int
+overage_line(price_ctx_t *c)
+{
+    int64_t  units = units_of(c->pr, c->calls), over, amount;
+    char     up[96], price[40], inc[32], ov[32], tail[180];
+
+    over = units > c->pr->included_units ? units - c->pr->included_units : 0;
+    if (mul(over, c->pr->unit_amount, &amount) != 0) {
+        return -1;
+    }
+    units_phrase(c, units, c->pr->unit_size, "units", up, sizeof(up));
+    apimon_format_amount(c->pr->unit_amount, c->pr->currency, price,
+        sizeof(price));
+    fmt_count(c->pr->included_units, inc, sizeof(inc));
+    fmt_count(over, ov, sizeof(ov));
+    say(tail, sizeof(tail), "%s, %s included, %s over x %s", up, inc, ov,
+        price);
+    return emit(c, "overage", over, amount, tail);
+}
+
+/* appends " + 3 x 0.50 usd" style text while it fits; 0 when it did not */
+static int
+append(char *buf, size_t len, const char *fmt, ...)
+{
+    size_t   used = strlen(buf);
+    va_list  ap;
+    int      n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf + used, len - used, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t) n >= len - used) {
+        buf[used] = '\0';
+        return 0;
+    }
+    return 1;
+}
+
+/* one tier's share: n units at its unit price plus its flat amount */
+static int
+tier_cost(const apimon_tier_t *t, int64_t n, int64_t *cost)
+{
+    int64_t u;
+
+    return mul(n, t->unit_amount, &u) || add(u, t->flat_amount, cost)
+        ? -1 : 0;
+}
+
+static int
+graduated_line(price_ctx_t *c)
+{
+    const apimon_pricing_t *pr = c->pr;
+    int64_t  units = units_of(pr, c->calls), prev = 0, total = 0, n, cost;
+    char     up[96], parts[120] = "", price[40], cnt[32], tail[200];
+    int      fits = 1;
+    size_t   i;
+
+    for (i = 0; i < pr->ntiers && units > prev; i++) {
+        const apimon_tier_t *t = &pr->tiers[i];
+        int64_t top = (t->up_to == -1 || t->up_to > units) ? units : t->up_to;
+
+        n = top - prev;
+        if (tier_cost(t, n, &cost) != 0 || add(total, cost, &total) != 0) {
+            return -1;
+        }
+        apimon_format_amount(t->unit_amount, pr->currency, price,
+            sizeof(price));
+        fmt_count(n, cnt, sizeof(cnt));
+        fits = fits && append(parts, sizeof(parts), "%s%s x %s",
+            i ? " + " : "", cnt, price);
+        if (t->flat_amount > 0) {
+            apimon_format_amount(t->flat_amount, pr->currency, price,
+                sizeof(price));
+            fits = fits && append(parts, sizeof(parts), " + %s", price);
+        }
+        prev = t->up_to;
+    }
+    units_phrase(c, units, pr->unit_size, "units", up, sizeof(up));
+    if (units == 0) {
+        say(tail, sizeof(tail), "%s, graduated tiers: no usage", up);
+    } else if (fits) {
+        say(tail, sizeof(tail), "%s, graduated: %s", up, parts);
+    } else {
+        say(tail, sizeof(tail), "%s, graduated over %zu tiers", up, i);
+    }
+    return emit(c, "usage", units, total, tail);
+}
+
+static int
+volume_line(price_ctx_t *c)
+{
+    const apimon_pricing_t *pr = c->pr;
+    int64_t  units = units_of(pr, c->calls), total = 0;
+    char     up[96], price[40], flat[48] = "", cnt[32], tail[200];
+    size_t   i = 0;
+
+    units_phrase(c, units, pr->unit_size, "units", up, sizeof(up));
+    if (units == 0) {
+        /* no usage, no usage charge: a base fee is what flat is for */
+        say(tail, sizeof(tail), "%s, volume tiers: no usage", up);
+        return emit(c, "usage", 0, 0, tail);
+    }
+    while (pr->tiers[i].up_to != -1 && units > pr->tiers[i].up_to) {
+        i++;                          /* the last tier is open: it stops */
+    }
+    if (tier_cost(&pr->tiers[i], units, &total) != 0) {
+        return -1;
+    }
+    apimon_format_amount(pr->tiers[i].unit_amount, pr->currency, price,
+        sizeof(price));
+    if (pr->tiers[i].flat_amount > 0) {
+        char fa[40];
+
+        apimon_format_amount(pr->tiers[i].flat_amount, pr->currency, fa,
+            sizeof(fa));
+        say(flat, sizeof(flat), " + %s", fa);
+    }
+    fmt_count(units, cnt, sizeof(cnt));
+    say(tail, sizeof(tail), "%s, volume tier %zu: %s x %s%s", up, i + 1, cnt,
+        price, flat);
+    return emit(c, "usage", units, total, tail);
+}
+
+static int
+package_line(price_ctx_t *c)
+{
+    int64_t  packs = ceil_div(c->calls, c->pr->package_size), amount;
+    char     up[96], price[40], tail[160];
+
+    if (packs < 1) {
+        packs = 1;                    /* a package plan bills one at least */
+    }
+    if (mul(packs, c->pr->amount, &amount) != 0) {
+        return -1;
+    }
+    units_phrase(c, packs, c->pr->package_size, "packages", up, sizeof(up));
+    apimon_format_amount(c->pr->amount, c->pr->currency, price,
+        sizeof(price));
+    say(tail, sizeof(tail), "%s x %s", up, price);
+    return emit(c, "usage", packs, amount, tail);
+}
+
+static int
+price_model(price_ctx_t *c)
+{
+    switch (c->pr->model) {
+    case APIMON_MODEL_FREE:
+        return 0;
+    case APIMON_MODEL_FLAT:
+        return fee_line(c);
+    case APIMON_MODEL_METERED:
+        return metered_line(c);
+    case APIMON_MODEL_FLAT_WITH_OVERAGE:
+        return fee_line(c) || overage_line(c) ? -1 : 0;
+    case APIMON_MODEL_GRADUATED:
+        return graduated_line(c);
+    case APIMON_MODEL_VOLUME:
+        return volume_line(c);
+    case APIMON_MODEL_PACKAGE:
+        return package_line(c);
+    }
+    return -1;
+}
+
+int
+apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
+    apimon_line_t *lines, size_t nlines)
+{
+    price_ctx_t c;
+
+    if (pricing == NULL || p == NULL || (lines == NULL && nlines > 0)
+        || apimon_pricing_check(pricing, NULL, 0) != 0
+        || calls < 0 || calls > APIMON_MAX_CALLS
+        || p->days < 28 || p->days > 31)
+    {
+        return -1;
+    }
+    c.pr = pricing;
+    c.p = p;
+    c.label = plan_name ? plan_name : "";
+    c.calls = calls;
+    c.days = apimon_active_days(p, start_ms, end_ms);
+    c.lines = lines;
+    c.nlines = nlines;
+    c.n = 0;
+    return price_model(&c) != 0 ? -1 : (int) c.n;
+}
