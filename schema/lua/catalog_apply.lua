@@ -1,0 +1,167 @@
+-- catalog_apply: replace the whole catalog atomically. Everything is
+-- validated (and conflicts checked) before the first write.
+return apimon_run(function()
+apimon_schema_check()
+local text = ARGV[1]
+local now = apimon_now(ARGV[2])
+
+local ok, doc = pcall(cjson.decode, text or '')
+if not ok or type(doc) ~= 'table' then apimon_err('bad_request', 'catalog: not a JSON object') end
+
+local function bad(path, msg) apimon_err('bad_request', path .. ': ' .. msg) end
+local function is_int(v, min)
+  return type(v) == 'number' and v == math.floor(v) and v >= min and v < 2 ^ 53
+end
+local function opt_string(v, path)
+  if v ~= nil and v ~= cjson.null and type(v) ~= 'string' then bad(path, 'must be a string') end
+  if v == cjson.null then return '' end
+  return v or ''
+end
+local function list(v, path)
+  if type(v) ~= 'table' then bad(path, 'must be an array') end
+  for k in pairs(v) do
+    if type(k) ~= 'number' then bad(path, 'must be an array') end
+  end
+  return v
+end
+
+local RATE_PER = { second = 1, minute = 60, hour = 3600 }
+local QUOTA_PERIOD = { minute = true, hour = true, day = true, week = true, month = true }
+local MODELS = { free = true, flat = true, metered = true, flat_with_overage = true,
+                 graduated = true, volume = true, package = true }
+local MONEY = { 'amount', 'unitAmount', 'unitSize', 'includedUnits', 'packageSize' }
+
+local products, plans = {}, {}
+for i, p in ipairs(list(doc.products, 'products')) do
+  local path = 'products[' .. (i - 1) .. ']'
+  if type(p) ~= 'table' then bad(path, 'must be an object') end
+  if not valid_name(p.name) then bad(path .. '.name', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+  if products[p.name] then bad(path .. '.name', 'duplicate product ' .. p.name) end
+  local seen = {}
+  for j, a in ipairs(list(p.apis, path .. '.apis')) do
+    if not valid_name(a) then bad(path .. '.apis[' .. (j - 1) .. ']', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+    if seen[a] then bad(path .. '.apis[' .. (j - 1) .. ']', 'duplicate api ' .. a) end
+    seen[a] = true
+  end
+  products[p.name] = {
+    name = p.name,
+    displayName = opt_string(p.displayName, path .. '.displayName'),
+    description = opt_string(p.description, path .. '.description'),
+    apis = ',' .. table.concat(p.apis, ',') .. (#p.apis > 0 and ',' or ''),
+  }
+end
+
+for i, p in ipairs(list(doc.plans, 'plans')) do
+  local path = 'plans[' .. (i - 1) .. ']'
+  if type(p) ~= 'table' then bad(path, 'must be an object') end
+  if not valid_name(p.name) then bad(path .. '.name', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+  if plans[p.name] then bad(path .. '.name', 'duplicate plan ' .. p.name) end
+  if type(p.product) ~= 'string' or not products[p.product] then
+    bad(path .. '.product', 'no such product in this catalog: ' .. tostring(p.product))
+  end
+  local approval = p.approval
+  if approval == nil or approval == cjson.null then approval = 'auto' end
+  if approval ~= 'auto' and approval ~= 'manual' then bad(path .. '.approval', 'must be auto or manual') end
+  local rn, rw, qn, qu = 0, 0, 0, ''
+  if p.rateLimit ~= nil and p.rateLimit ~= cjson.null then
+    if type(p.rateLimit) ~= 'table' then bad(path .. '.rateLimit', 'must be an object') end
+    if not is_int(p.rateLimit.limit, 1) then bad(path .. '.rateLimit.limit', 'must be an integer >= 1') end
+    rw = RATE_PER[p.rateLimit.per]
+    if not rw then bad(path .. '.rateLimit.per', 'must be second, minute or hour') end
+    rn = p.rateLimit.limit
+  end
+  if p.quota ~= nil and p.quota ~= cjson.null then
+    if type(p.quota) ~= 'table' then bad(path .. '.quota', 'must be an object') end
+    if not is_int(p.quota.limit, 1) then bad(path .. '.quota.limit', 'must be an integer >= 1') end
+    if not QUOTA_PERIOD[p.quota.period] then
+      bad(path .. '.quota.period', 'must be minute, hour, day, week or month')
+    end
+    qn, qu = p.quota.limit, p.quota.period
+  end
+  local pr = p.pricing
+  if type(pr) ~= 'table' then bad(path .. '.pricing', 'is required and must be an object') end
+  if not MODELS[pr.model] then bad(path .. '.pricing.model', 'unknown pricing model ' .. tostring(pr.model)) end
+  if pr.model ~= 'free' and (type(pr.currency) ~= 'string' or not pr.currency:match('^[a-z][a-z][a-z]$')) then
+    bad(path .. '.pricing.currency', 'must be a lowercase ISO 4217 code')
+  end
+  for _, k in ipairs(MONEY) do
+    if pr[k] ~= nil and not is_int(pr[k], 0) then bad(path .. '.pricing.' .. k, 'must be an integer >= 0') end
+  end
+  if pr.tiers ~= nil then
+    for j, t in ipairs(list(pr.tiers, path .. '.pricing.tiers')) do
+      if type(t) ~= 'table' then bad(path .. '.pricing.tiers[' .. (j - 1) .. ']', 'must be an object') end
+    end
+  end
+  plans[p.name] = {
+    name = p.name, product = p.product,
+    displayName = opt_string(p.displayName, path .. '.displayName'),
+    approval = approval, rate_n = rn, rate_w = rw, quota_n = qn, quota_unit = qu,
+    pricing = cjson.encode(pr), json = cjson.encode(p),
+  }
+end
+
+-- Conflicts: in-use plans must survive with the same product; products
+-- follow from that (a used plan needs its product in the document).
+local old_plans = redis.call('SMEMBERS', 'apimon:plans')
+local old = {}
+for _, name in ipairs(old_plans) do
+  local h = redis.call('HMGET', 'apimon:plan:' .. name, 'product', 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
+  local used = redis.call('SCARD', 'apimon:plan:' .. name .. ':subs')
+  old[name] = h
+  if used > 0 then
+    if not plans[name] then
+      apimon_err('conflict', 'plan ' .. name .. ' is used by ' .. used .. ' subscription(s)')
+    elseif plans[name].product ~= h[1] then
+      apimon_err('conflict', 'plan ' .. name .. ' is used by ' .. used ..
+        ' subscription(s) and cannot move from product ' .. tostring(h[1]))
+    end
+  end
+end
+local old_products = redis.call('SMEMBERS', 'apimon:products')
+local old_apis = {}
+for _, name in ipairs(old_products) do
+  old_apis[name] = redis.call('HGET', 'apimon:product:' .. name, 'apis')
+end
+
+-- Writes.
+for _, name in ipairs(old_products) do
+  if not products[name] then
+    redis.call('DEL', 'apimon:product:' .. name)
+    redis.call('SREM', 'apimon:products', name)
+  end
+end
+for _, name in ipairs(old_plans) do
+  if not plans[name] then
+    redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs')
+    redis.call('SREM', 'apimon:plans', name)
+  end
+end
+for name, p in pairs(products) do
+  local k = 'apimon:product:' .. name
+  redis.call('DEL', k)
+  redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis)
+  redis.call('SADD', 'apimon:products', name)
+end
+for name, p in pairs(plans) do
+  local k = 'apimon:plan:' .. name
+  redis.call('DEL', k)
+  redis.call('HSET', k, 'name', name, 'product', p.product, 'displayName', p.displayName,
+    'approval', p.approval, 'rate_n', fmt(p.rate_n), 'rate_w', fmt(p.rate_w),
+    'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', p.pricing, 'json', p.json)
+  redis.call('SADD', 'apimon:plans', name)
+  -- Refresh the limits mirrored into subscriptions when they changed.
+  local o = old[name]
+  local apis = products[p.product].apis
+  if o and (o[2] ~= fmt(p.rate_n) or o[3] ~= fmt(p.rate_w) or o[4] ~= fmt(p.quota_n) or
+            o[5] ~= p.quota_unit or old_apis[p.product] ~= apis) then
+    for _, id in ipairs(redis.call('SMEMBERS', k .. ':subs')) do
+      redis.call('HSET', 'apimon:sub:{' .. id .. '}', 'apis', apis, 'rate_n', fmt(p.rate_n),
+        'rate_w', fmt(p.rate_w), 'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit)
+    end
+  end
+end
+
+local v = redis.call('HINCRBY', 'apimon:catalog', 'version', 1)
+redis.call('HSET', 'apimon:catalog', 'applied_ms', fmt(now), 'json', text)
+return v
+end)

@@ -1,0 +1,57 @@
+-- owner_put: create or update a developer or an app group.
+return apimon_run(function()
+apimon_schema_check()
+local kind, id, text, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now = apimon_now(ARGV[5])
+
+-- settable fields per kind; the id field itself may be repeated if equal
+local FIELDS = {
+  developer = { idf = 'email', list = { 'firstName', 'lastName', 'userName', 'customer' } },
+  appgroup = { idf = 'name', list = { 'displayName', 'customer' } },
+}
+local spec = FIELDS[kind]
+if not spec then apimon_err('bad_request', 'kind must be developer or appgroup') end
+if kind == 'developer' then
+  if type(id) ~= 'string' or #id > 254 or not id:match('^[^@%s]+@[^@%s]+$') then
+    apimon_err('bad_request', 'email: not an email address')
+  end
+elseif not valid_name(id) then
+  apimon_err('bad_request', 'name: must match ^[A-Za-z0-9._-]{1,64}$')
+end
+if mode ~= 'create' and mode ~= 'update' then apimon_err('bad_request', 'mode must be create or update') end
+
+local ok, body = pcall(cjson.decode, text ~= '' and text or '{}')
+if not ok or type(body) ~= 'table' then apimon_err('bad_request', 'body: not a JSON object') end
+local allowed = {}
+for _, f in ipairs(spec.list) do allowed[f] = true end
+local set = {}
+for k, v in pairs(body) do
+  if k == spec.idf then
+    if v ~= id then apimon_err('bad_request', k .. ': cannot be changed') end
+  elseif k == 'createdAt' or k == 'lastModifiedAt' then
+    -- read-only; ignored so a fetched record can be sent back
+  elseif not allowed[k] then
+    apimon_err('bad_request', tostring(k) .. ': unknown field')
+  elseif v == cjson.null then
+    set[k] = ''
+  elseif type(v) ~= 'string' or #v > 256 then
+    apimon_err('bad_request', k .. ': must be a string of at most 256 characters')
+  else
+    set[k] = v
+  end
+end
+
+local key = 'apimon:' .. kind .. ':' .. id
+local exists = redis.call('EXISTS', key) == 1
+if mode == 'create' and exists then apimon_err('conflict', kind .. ' ' .. id .. ' already exists') end
+if mode == 'update' and not exists then apimon_err('not_found', 'no such ' .. kind .. ' ' .. id) end
+
+if mode == 'create' then
+  redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now))
+  for _, f in ipairs(spec.list) do redis.call('HSET', key, f, '') end
+  redis.call('ZADD', 'apimon:' .. kind .. 's', 0, id)
+end
+for k, v in pairs(set) do redis.call('HSET', key, k, v) end
+redis.call('HSET', key, 'lastModifiedAt', fmt(now))
+return cjson.encode(hash_table(redis.call('HGETALL', key)))
+end)

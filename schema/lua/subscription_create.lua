@@ -1,0 +1,34 @@
+-- subscription_create: buy a plan for an owner; mirrors the plan limits and
+-- the product's APIs into the subscription hash and indexes it.
+return apimon_run(function()
+apimon_schema_check()
+local sk = KEYS[1]
+local id, kind, owner, product, plan, kp, ks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or '', ARGV[7] or ''
+local now = apimon_now(ARGV[8])
+local start = now
+if (ARGV[9] or '0') ~= '0' then start = apimon_now(ARGV[9]) end
+
+if not valid_uuid(id) then apimon_err('bad_request', 'id: not a lowercase UUID') end
+if sub_id_of(sk) ~= id then apimon_err('bad_request', 'key does not match id') end
+if kind ~= 'developer' and kind ~= 'appgroup' then apimon_err('bad_request', 'owner kind must be developer or appgroup') end
+if not valid_digest(kp) then apimon_err('bad_request', 'primary key digest: not 64 hex digits') end
+if ks ~= '' and not valid_digest(ks) then apimon_err('bad_request', 'secondary key digest: not 64 hex digits') end
+if redis.call('EXISTS', sk) == 1 then apimon_err('conflict', 'subscription ' .. id .. ' already exists') end
+if redis.call('EXISTS', 'apimon:' .. kind .. ':' .. owner) == 0 then
+  apimon_err('not_found', 'no such ' .. kind .. ' ' .. owner)
+end
+local apis = redis.call('HGET', 'apimon:product:' .. product, 'apis')
+if not apis then apimon_err('not_found', 'no such product ' .. product) end
+local p = redis.call('HMGET', 'apimon:plan:' .. plan, 'product', 'approval', 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
+if not p[1] then apimon_err('not_found', 'no such plan ' .. plan) end
+if p[1] ~= product then apimon_err('bad_request', 'plan ' .. plan .. ' is not a plan of product ' .. product) end
+
+local state = p[2] == 'manual' and 'submitted' or 'active'
+redis.call('HSET', sk, 'id', id, 'owner_kind', kind, 'owner', owner, 'product', product, 'plan', plan,
+  'state', state, 'startTime', fmt(start), 'endTime', '0', 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
+  'kp', kp, 'ks', ks, 'apis', apis, 'rate_n', p[3], 'rate_w', p[4], 'quota_n', p[5], 'quota_unit', p[6])
+redis.call('SADD', 'apimon:subs', id)
+redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
+redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)
+return cjson.encode(sub_public(hash_table(redis.call('HGETALL', sk))))
+end)

@@ -1,0 +1,26 @@
+-- subscription_state: lifecycle transitions (table in schema/README.md).
+return apimon_run(function()
+apimon_schema_check()
+local sk, action = KEYS[1], ARGV[1]
+local now = apimon_now(ARGV[2])
+local h = sub_load(sk, ARGV[3], ARGV[4])
+
+local T = {
+  activate = { from = { submitted = true }, to = 'active' },
+  suspend = { from = { active = true }, to = 'suspended' },
+  resume = { from = { suspended = true }, to = 'active' },
+  cancel = { from = { submitted = true, active = true, suspended = true }, to = 'cancelled' },
+  expire = { from = { submitted = true, active = true, suspended = true }, to = 'expired' },
+}
+local t = T[action]
+if not t then apimon_err('bad_request', 'unknown action ' .. tostring(action)) end
+if not t.from[h.state] then
+  apimon_err('conflict', 'cannot ' .. action .. ' a subscription that is ' .. tostring(h.state))
+end
+redis.call('HSET', sk, 'state', t.to, 'lastModifiedAt', fmt(now))
+local et = tonumber(h.endTime) or 0
+if action == 'expire' or (action == 'cancel' and (et == 0 or et > now)) then
+  redis.call('HSET', sk, 'endTime', fmt(now))
+end
+return cjson.encode(sub_public(hash_table(redis.call('HGETALL', sk))))
+end)

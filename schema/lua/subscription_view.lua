@@ -1,0 +1,19 @@
+-- subscription_view: the subscription plus the plan quota of the current
+-- period ("quota" is {} when the plan has no quota).
+return apimon_run(function()
+apimon_schema_check()
+local sk = KEYS[1]
+local now = apimon_now(ARGV[1])
+local h = sub_load(sk, ARGV[2], ARGV[3])
+local out = sub_public(h)
+local n, unit = tonumber(h.quota_n) or 0, h.quota_unit or ''
+if n > 0 and unit ~= '' then
+  local s, e, stamp = period(unit, now)
+  local used = tonumber(redis.call('GET', sk .. ':quota:plan:' .. stamp) or '0')
+  out.quota = { limit = fmt(n), used = fmt(used), remaining = fmt(math.max(n - used, 0)),
+                periodStart = fmt(s), periodEnd = fmt(e), remainingMs = fmt(e - now) }
+else
+  out.quota = {}
+end
+return cjson.encode(out)
+end)
