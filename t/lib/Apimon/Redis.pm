@@ -116,6 +116,8 @@ C<cmd>. C<$r-E<gt>try_script(...)> returns the error as an object instead.
 
 =item sub_key($id) - C<apimon:sub:{id}>
 
+=item ms_utc('2028-02-29T23:59:59.999') - ms since the epoch of a UTC instant (seconds and ms optional)
+
 =item base32($bytes) - RFC 4648 lowercase, no padding
 
 =back
@@ -541,6 +543,17 @@ sub key_sub_id {
 sub key_digest { sha256_hex(pop) }
 
 sub sub_key { 'apimon:sub:{' . pop() . '}' }
+
+sub ms_utc {
+    my $t = pop;
+    my ($y, $mo, $d, $h, $mi, $s, $ms) =
+        $t =~ /^(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:\.(\d{1,3}))?)?)?Z?$/
+        or croak "bad time $t";
+    require Time::Local;
+    my $sec = Time::Local::timegm($s // 0, $mi // 0, $h // 0, $d, $mo - 1, $y);
+    $ms = defined $ms ? substr($ms . '00', 0, 3) : 0;
+    return $sec * 1000 + $ms;
+}
 
 # ---------------------------------------------------------------- provisioning
 
