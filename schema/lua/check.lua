@@ -79,7 +79,8 @@ if result == 'allowed' then
   retry = 0
   for _, w in ipairs(wins) do
     if w[2] == 'r' then
-      redis.call('SET', w[5], fmt(w[6]), 'PX', math.max(w[6] - now, 1))
+      -- absolute expiry: idle keys vanish once the TAT is past (same clock as now)
+      redis.call('SET', w[5], fmt(w[6]), 'PXAT', w[6])
     elseif redis.call('INCR', w[5]) == 1 then
       redis.call('PEXPIREAT', w[5], w[6] + 62 * DAY_MS)
     end
