@@ -13,6 +13,8 @@
 #include <string.h>
 
 #define PATH_LEN 192
+/* the largest integer a catalog may hold (see APIMON_MAX_AMOUNT) */
+#define MAXN     (APIMON_MAX_AMOUNT - 1)
 
 typedef struct {
     char   *buf;
@@ -345,14 +347,14 @@ read_tier(const cJSON *t, const char *path, apimon_tier_t *tier, err_t *e)
         return bad(e, p, "required (null for the last tier)");
     }
     tier->up_to = -1;
-    if (!cJSON_IsNull(up) && get_int(t, "upTo", path, 1, 1, APIMON_MAX_CALLS,
+    if (!cJSON_IsNull(up) && get_int(t, "upTo", path, 1, 1, MAXN,
             &tier->up_to, e) != 0)
     {
         return -1;
     }
-    ua = get_int(t, "unitAmount", path, 0, 0, APIMON_MAX_AMOUNT - 1,
+    ua = get_int(t, "unitAmount", path, 0, 0, MAXN,
         &tier->unit_amount, e);
-    fa = get_int(t, "flatAmount", path, 0, 0, APIMON_MAX_AMOUNT - 1,
+    fa = get_int(t, "flatAmount", path, 0, 0, MAXN,
         &tier->flat_amount, e);
     if (ua < 0 || fa < 0) {
         return -1;
@@ -400,7 +402,7 @@ read_units(const cJSON *obj, const char *path, apimon_pricing_t *pr, err_t *e)
     static const char *const roundings[] = { "down", "up", NULL };
     int down_up = 1;
 
-    if (get_int(obj, "unitSize", path, 0, 1, APIMON_MAX_CALLS,
+    if (get_int(obj, "unitSize", path, 0, 1, MAXN,
             &pr->unit_size, e) < 0
         || get_enum(obj, "rounding", path, 0, roundings, "up, down",
             &down_up, e) < 0)
@@ -416,7 +418,6 @@ read_model_fields(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     err_t *e)
 {
     apimon_model_e  m = pr->model;
-    int64_t         amax = APIMON_MAX_AMOUNT - 1;
     int             counts = m == APIMON_MODEL_METERED
                           || m == APIMON_MODEL_FLAT_WITH_OVERAGE
                           || m == APIMON_MODEL_GRADUATED
@@ -426,15 +427,15 @@ read_model_fields(const cJSON *obj, const char *path, apimon_pricing_t *pr,
      * each one is read only where it is required or optional */
     if (get_int(obj, "amount", path, m == APIMON_MODEL_FLAT
             || m == APIMON_MODEL_FLAT_WITH_OVERAGE || m == APIMON_MODEL_PACKAGE,
-            0, amax, &pr->amount, e) < 0
+            0, MAXN, &pr->amount, e) < 0
         || get_int(obj, "unitAmount", path, m == APIMON_MODEL_METERED
-            || m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, amax, &pr->unit_amount,
+            || m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, MAXN, &pr->unit_amount,
             e) < 0
         || get_int(obj, "includedUnits", path,
-            m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, APIMON_MAX_CALLS,
+            m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, MAXN,
             &pr->included_units, e) < 0
         || get_int(obj, "packageSize", path, m == APIMON_MODEL_PACKAGE, 1,
-            APIMON_MAX_CALLS, &pr->package_size, e) < 0)
+            MAXN, &pr->package_size, e) < 0)
     {
         return -1;
     }
@@ -558,7 +559,7 @@ read_rate(const cJSON *plan, const char *path, apimon_plan_t *pl, err_t *e)
     }
     join(p, path, "rateLimit");
     if (check_members(r, p, f_rate, NULL, NULL, e) != 0
-        || get_int(r, "limit", p, 1, 1, APIMON_MAX_CALLS, &pl->rate_n, e) != 0
+        || get_int(r, "limit", p, 1, 1, MAXN, &pl->rate_n, e) != 0
         || get_enum(r, "per", p, 1, pers, "second, minute, hour", &per, e)
            != 0)
     {
@@ -582,7 +583,7 @@ read_quota(const cJSON *plan, const char *path, apimon_plan_t *pl, err_t *e)
     }
     join(p, path, "quota");
     if (check_members(q, p, f_quota, NULL, NULL, e) != 0
-        || get_int(q, "limit", p, 1, 1, APIMON_MAX_CALLS, &pl->quota_n, e) != 0
+        || get_int(q, "limit", p, 1, 1, MAXN, &pl->quota_n, e) != 0
         || get_enum(q, "period", p, 1, units,
             "minute, hour, day, week, month", &u, e) != 0)
     {

@@ -348,8 +348,8 @@ check_size(const char *field, int64_t v, int64_t min, char *err, size_t len)
     if (v < min) {
         return fail(err, len, "%s: must be >= %lld", field, (long long) min);
     }
-    if (v > APIMON_MAX_CALLS) {
-        return fail(err, len, "%s: must be at most 10^15", field);
+    if (v >= APIMON_MAX_AMOUNT) {
+        return fail(err, len, "%s: must be less than 10^12", field);
     }
     return 0;
 }

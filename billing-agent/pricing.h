@@ -12,9 +12,11 @@
 #define APIMON_MAX_TIERS   16
 #define APIMON_MAX_LINES   4
 
-/* every price in a catalog (amount, unitAmount, flatAmount) is below this */
-#define APIMON_MAX_AMOUNT  1000000000000LL         /* 10^12 minor units */
-/* calls, sizes and tier bounds above this are refused as absurd */
+/* every integer of a catalog's pricing (amounts in minor units, sizes,
+ * included units, tier bounds) is below this: 10^12 keeps them exact through
+ * Redis' cjson, which prints numbers with 14 significant digits */
+#define APIMON_MAX_AMOUNT  1000000000000LL         /* 10^12 */
+/* apimon_price refuses more calls than this in one period as absurd */
 #define APIMON_MAX_CALLS   1000000000000000LL      /* 10^15 */
 
 typedef enum {
