@@ -1,0 +1,274 @@
+/*
+ * Redis for the billing agent: see agent_redis.h.  This is the one file
+ * that includes the generated scripts header.
+ */
+
+#include "agent_redis.h"
+#include "util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <ngx_http_apimon_scripts.h>
+
+
+static const char *ar_script_names[AR_NSCRIPTS] = {
+    "catalog_apply", "customer_set", "billing_line"
+};
+
+
+static const apimon_script_t *
+ar_lookup(ar_script_e s)
+{
+    size_t  i;
+
+    for (i = 0; i < sizeof(apimon_scripts) / sizeof(apimon_scripts[0]); i++) {
+        if (strcmp(apimon_scripts[i].name, ar_script_names[s]) == 0) {
+            return &apimon_scripts[i];
+        }
+    }
+    return NULL;
+}
+
+
+redisContext *
+ar_connect(const char *addr, const char *password, char *err, size_t errlen)
+{
+    redisContext    *c;
+    redisReply      *r;
+    struct timeval   tv = { 5, 0 };
+    const char      *colon;
+    char             host[256];
+    long             port;
+    char            *end;
+
+    if (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/') {
+        c = redisConnectUnixWithTimeout(addr[0] == '/' ? addr : addr + 5, tv);
+
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL || (size_t) (colon - addr) >= sizeof(host)
+            || colon == addr)
+        {
+            snprintf(err, errlen, "bad Redis address \"%s\" (host:port)", addr);
+            return NULL;
+        }
+        port = strtol(colon + 1, &end, 10);
+        if (*end != '\0' || port < 1 || port > 65535) {
+            snprintf(err, errlen, "bad Redis port in \"%s\"", addr);
+            return NULL;
+        }
+        memcpy(host, addr, (size_t) (colon - addr));
+        host[colon - addr] = '\0';
+        c = redisConnectWithTimeout(host, (int) port, tv);
+    }
+
+    if (c == NULL || c->err) {
+        snprintf(err, errlen, "cannot connect to Redis at %s: %s", addr,
+                 c ? c->errstr : "out of memory");
+        if (c) {
+            redisFree(c);
+        }
+        return NULL;
+    }
+
+    /* a stuck Redis must not hang a cron job forever */
+    tv.tv_sec = 30;
+    redisSetTimeout(c, tv);
+
+    if (password && *password) {
+        r = redisCommand(c, "AUTH %s", password);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis AUTH failed at %s", addr);
+            if (r) {
+                freeReplyObject(r);
+            }
+            redisFree(c);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+
+    return c;
+}
+
+
+static redisReply *
+ar_call(redisContext *c, const char *cmd, const char *body, size_t bodylen,
+    int nkeys, const char **argv, int argc)
+{
+    const char  **av;
+    size_t       *al;
+    char          nk[16];
+    redisReply   *r;
+    int           i;
+
+    av = xmalloc(sizeof(char *) * (size_t) (argc + 3));
+    al = xmalloc(sizeof(size_t) * (size_t) (argc + 3));
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+
+    av[0] = cmd;
+    al[0] = strlen(cmd);
+    av[1] = body;
+    al[1] = bodylen;
+    av[2] = nk;
+    al[2] = strlen(nk);
+    for (i = 0; i < argc; i++) {
+        av[i + 3] = argv[i];
+        al[i + 3] = strlen(argv[i]);
+    }
+
+    r = redisCommandArgv(c, argc + 3, av, al);
+    free(av);
+    free(al);
+    return r;
+}
+
+
+redisReply *
+ar_script(redisContext *c, ar_script_e s, int nkeys, const char **argv,
+    int argc)
+{
+    const apimon_script_t  *sc = ar_lookup(s);
+    redisReply             *r;
+
+    if (sc == NULL) {
+        return NULL;
+    }
+
+    r = ar_call(c, "EVALSHA", sc->sha1, 40, nkeys, argv, argc);
+
+    /* NOSCRIPT: Redis lost its script cache and did not run it: send it */
+    if (r && r->type == REDIS_REPLY_ERROR
+        && strncmp(r->str, "NOSCRIPT", 8) == 0)
+    {
+        freeReplyObject(r);
+        r = ar_call(c, "EVAL", sc->text, sc->len, nkeys, argv, argc);
+    }
+
+    return r;
+}
+
+
+int
+ar_script_error(const redisReply *r, char *code, size_t codelen,
+    const char **msg)
+{
+    const char  *p, *colon;
+    size_t       n;
+
+    if (r == NULL || r->type != REDIS_REPLY_ERROR) {
+        return -1;
+    }
+
+    p = r->str;
+    if (strncmp(p, "ERR ", 4) == 0) {
+        p += 4;
+    }
+    if (strncmp(p, "apimon ", 7) != 0) {
+        return -1;
+    }
+    p += 7;
+    colon = strchr(p, ':');
+    if (colon == NULL) {
+        return -1;
+    }
+    n = (size_t) (colon - p);
+    if (n >= codelen) {
+        n = codelen - 1;
+    }
+    memcpy(code, p, n);
+    code[n] = '\0';
+    for (colon++; *colon == ' '; colon++) { /* void */ }
+    *msg = colon;
+    return 0;
+}
+
+
+int
+ar_lock_acquire(redisContext *c, const char *token, int64_t ttl_ms)
+{
+    redisReply  *r;
+    int          rc;
+
+    r = redisCommand(c, "SET %s %s NX PX %lld", AR_LOCK_KEY, token,
+                     (long long) ttl_ms);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        rc = -1;
+    } else {
+        rc = (r->type == REDIS_REPLY_STATUS) ? 1 : 0;
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+
+/*
+ * Compare-and-act without a script of our own: WATCH the key, check the
+ * token, then MULTI/EXEC; EXEC fails if anyone touched the key meanwhile.
+ */
+static int
+ar_lock_owned_exec(redisContext *c, const char *token, const char *cmd,
+    int64_t ttl_ms)
+{
+    redisReply  *r;
+    int          owned, rc = -1;
+
+    r = redisCommand(c, "WATCH %s", AR_LOCK_KEY);
+    if (r == NULL) {
+        return -1;
+    }
+    freeReplyObject(r);
+
+    r = redisCommand(c, "GET %s", AR_LOCK_KEY);
+    if (r == NULL) {
+        return -1;
+    }
+    owned = (r->type == REDIS_REPLY_STRING && strcmp(r->str, token) == 0);
+    freeReplyObject(r);
+
+    if (!owned) {
+        r = redisCommand(c, "UNWATCH");
+        if (r) {
+            freeReplyObject(r);
+        }
+        return 0;
+    }
+
+    redisAppendCommand(c, "MULTI");
+    if (strcmp(cmd, "DEL") == 0) {
+        redisAppendCommand(c, "DEL %s", AR_LOCK_KEY);
+    } else {
+        redisAppendCommand(c, "PEXPIRE %s %lld", AR_LOCK_KEY,
+                           (long long) ttl_ms);
+    }
+    redisAppendCommand(c, "EXEC");
+
+    for (int i = 0; i < 3; i++) {
+        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+            return -1;
+        }
+        if (i == 2) {
+            rc = (r->type == REDIS_REPLY_ARRAY) ? 1 : 0;
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+
+int
+ar_lock_refresh(redisContext *c, const char *token, int64_t ttl_ms)
+{
+    return ar_lock_owned_exec(c, token, "PEXPIRE", ttl_ms);
+}
+
+
+int
+ar_lock_release(redisContext *c, const char *token)
+{
+    return ar_lock_owned_exec(c, token, "DEL", 0);
+}

@@ -1,0 +1,54 @@
+/*
+ * The billing agent's Redis access: synchronous hiredis (a batch program),
+ * the schema scripts by EVALSHA with an EVAL fallback, pipelined batches
+ * and the run lock.
+ */
+
+#ifndef APIMON_AGENT_REDIS_H
+#define APIMON_AGENT_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+/* the scripts the agent calls (names of schema/lua/<name>.lua) */
+typedef enum {
+    AR_CATALOG_APPLY = 0,
+    AR_CUSTOMER_SET,
+    AR_BILLING_LINE,
+    AR_NSCRIPTS
+} ar_script_e;
+
+/*
+ * addr: "host:port", "unix:/path" or "/path"; password may be NULL.
+ * NULL with a message in err on failure.
+ */
+redisContext *ar_connect(const char *addr, const char *password, char *err,
+    size_t errlen);
+
+/*
+ * Calls a script: nkeys keys then args, all C strings.  Returns the reply
+ * (caller frees) or NULL on a connection error (message in c->errstr).
+ */
+redisReply *ar_script(redisContext *c, ar_script_e s, int nkeys,
+    const char **argv, int argc);
+
+/*
+ * A script error reply "ERR apimon <code>: <message>": the code into code
+ * (e.g. "conflict") and a pointer to the message; 0 if it is one, -1 if the
+ * reply is no script error.
+ */
+int ar_script_error(const redisReply *r, char *code, size_t codelen,
+    const char **msg);
+
+/* the run lock: 1 acquired, 0 held by another token, -1 Redis error */
+int ar_lock_acquire(redisContext *c, const char *token, int64_t ttl_ms);
+/* extends the TTL if we still own it: 1 yes, 0 lost, -1 error */
+int ar_lock_refresh(redisContext *c, const char *token, int64_t ttl_ms);
+/* deletes it only if we own it */
+int ar_lock_release(redisContext *c, const char *token);
+
+#define AR_LOCK_KEY  "apimon:bill:lock"
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * `billing-agent bill`: load the plans' pricing, read every subscription
+ * and its usage for one closed month in pipelined batches, price it, and
+ * push one invoice item per non-zero line to the Stripe-compatible API
+ * exactly once (ledger + idempotency keys + reconciliation).
+ */
+
+#ifndef APIMON_BILL_H
+#define APIMON_BILL_H
+
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+typedef struct {
+    const char  *period;          /* "YYYY-MM" or NULL: last closed month */
+    int          allow_open;      /* bill a month that has not ended */
+    int          dry_run;
+    int          create_invoices;
+    const char  *report;          /* path or NULL */
+    double       max_rps;
+    long         timeout_ms;
+    int          max_retries;
+    int64_t      lock_ttl_ms;
+    int          batch;           /* subscriptions per pipelined batch */
+    const char  *stripe_base;
+    const char  *secret;          /* NULL allowed with dry_run */
+    int64_t      now_ms;          /* the clock deciding which month closed */
+} bill_opts_t;
+
+/* runs one billing pass; returns the process exit code */
+int bill_run(redisContext *c, const bill_opts_t *o);
+
+#endif

@@ -1,0 +1,662 @@
+/*
+ * billing-agent: the command line.  See docs/billing-agent.md.
+ *
+ *   billing-agent [options] catalog apply FILE
+ *   billing-agent [options] catalog show
+ *   billing-agent [options] customer set <developer-email|appgroup:NAME> ID
+ *   billing-agent [options] bill [--period YYYY-MM] [--dry-run] ...
+ *
+ * Secrets never come from argv: the Stripe key is read from STRIPE_API_KEY
+ * or from an owner-only file (--stripe-key-file).
+ */
+
+#include "agent_redis.h"
+#include "bill.h"
+#include "catalog.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#define AGENT_DEFAULT_REDIS  "127.0.0.1:6379"
+#define AGENT_FILE_MAX       (16 * 1024 * 1024)
+
+
+static const char  *usage_text =
+"usage: billing-agent [options] COMMAND\n"
+"\n"
+"commands:\n"
+"  catalog apply FILE       validate a catalog document and load it into\n"
+"                           Redis atomically (the version is bumped)\n"
+"  catalog show             print the catalog Redis holds\n"
+"  customer set OWNER ID    set the billing customer id (cus_...) of a\n"
+"                           developer (email) or an app group (appgroup:NAME)\n"
+"  bill                     price a closed month and push invoice items\n"
+"\n"
+"options:\n"
+"  --redis ADDR             host:port or unix:/path (env APIMON_REDIS,\n"
+"                           default " AGENT_DEFAULT_REDIS ")\n"
+"  --period YYYY-MM         month to bill (default: the last closed month)\n"
+"  --allow-open             allow billing a month that has not ended\n"
+"  --dry-run                print the exact request bodies, change nothing\n"
+"  --report FILE            write every line as CSV, or JSON lines if FILE\n"
+"                           ends in .json, .jsonl or .ndjson\n"
+"  --create-invoices        then create one invoice per customer\n"
+"  --max-rps N              at most N API requests per second (default 20)\n"
+"  --stripe-key-file FILE   read the secret key from FILE (owner-only);\n"
+"                           otherwise from STRIPE_API_KEY\n"
+"  --timeout SECONDS        per request (default 30)\n"
+"  --max-retries N          per request (default 3)\n"
+"  --lock-ttl SECONDS       lifetime of the run lock (default 600)\n"
+"  --batch N                subscriptions per Redis pipeline (default 1000)\n"
+"  --quiet                  log errors only\n"
+"  -h, --help               this text\n"
+"\n"
+"environment: APIMON_REDIS, APIMON_REDIS_PASSWORD, STRIPE_API_KEY,\n"
+"STRIPE_API_BASE (default " "https://api.stripe.com" ")\n"
+"\n"
+"exit codes: 0 all lines done; 1 some lines failed, unresolved or without a\n"
+"customer (rerun to resume); 2 configuration or usage error; 3 another run\n"
+"holds the lock\n";
+
+
+typedef struct {
+    const char  *redis;
+    const char  *key_file;
+    bill_opts_t  bill;
+} agent_conf_t;
+
+
+static int
+usage_error(const char *fmt, const char *arg)
+{
+    fputs("billing-agent: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\nTry 'billing-agent --help'.\n", stderr);
+    return AGENT_EXIT_CONFIG;
+}
+
+
+/* reads a whole file; NULL with errno on failure */
+static char *
+read_file(const char *path, size_t *len)
+{
+    FILE    *f;
+    char    *buf;
+    size_t   n = 0, cap = 65536, got;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return NULL;
+    }
+    buf = xmalloc(cap + 1);
+    while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            if (cap >= AGENT_FILE_MAX) {
+                fclose(f);
+                free(buf);
+                errno = EFBIG;
+                return NULL;
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap + 1);
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+
+/*
+ * The secret from an owner-only file: a key readable by others is treated
+ * as leaked configuration and refused.
+ */
+static char *
+read_key_file(const char *path, char *err, size_t errlen)
+{
+    struct stat  st;
+    char         buf[4096];
+    ssize_t      n;
+    size_t       i, len;
+    int          fd;
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd == -1) {
+        snprintf(err, errlen, "--stripe-key-file %s: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "--stripe-key-file %s: not a regular file",
+                 path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+        snprintf(err, errlen, "--stripe-key-file %s: must be owned by this "
+                 "user and not readable by others (chmod 600)", path);
+        close(fd);
+        return NULL;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0) {
+        snprintf(err, errlen, "--stripe-key-file %s: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    len = (size_t) n;
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'
+                   || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+    {
+        len--;
+    }
+    buf[len] = '\0';
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) buf[i] <= ' ' || buf[i] == 0x7f) {
+            snprintf(err, errlen, "--stripe-key-file %s: the key holds "
+                     "whitespace or control characters", path);
+            memset(buf, 0, sizeof(buf));
+            return NULL;
+        }
+    }
+    if (len == 0) {
+        snprintf(err, errlen, "--stripe-key-file %s: empty", path);
+        return NULL;
+    }
+    return xstrndup(buf, len);
+}
+
+
+static char *
+secret_from_env(char *err, size_t errlen)
+{
+    const char  *k = getenv("STRIPE_API_KEY");
+    size_t       i;
+
+    if (k == NULL || k[0] == '\0') {
+        snprintf(err, errlen, "no Stripe secret key: set STRIPE_API_KEY or "
+                 "--stripe-key-file");
+        return NULL;
+    }
+    for (i = 0; k[i]; i++) {
+        if ((unsigned char) k[i] <= ' ' || k[i] == 0x7f) {
+            snprintf(err, errlen, "STRIPE_API_KEY holds whitespace or control "
+                     "characters");
+            return NULL;
+        }
+    }
+    return xstrdup(k);
+}
+
+
+static redisContext *
+agent_redis(const agent_conf_t *conf)
+{
+    redisContext  *c;
+    char           err[512];
+
+    c = ar_connect(conf->redis, getenv("APIMON_REDIS_PASSWORD"), err,
+                   sizeof(err));
+    if (c == NULL) {
+        agent_err("%s", err);
+    }
+    return c;
+}
+
+
+/* maps a script error reply to a message and exit code 2 */
+static int
+script_failed(redisContext *c, redisReply *r, const char *what)
+{
+    char         code[32];
+    const char  *msg;
+
+    if (r == NULL) {
+        agent_err("%s: Redis: %s", what, c->errstr);
+    } else if (ar_script_error(r, code, sizeof(code), &msg) == 0) {
+        agent_err("%s: %s: %s", what, code, msg);
+    } else {
+        agent_err("%s: Redis: %s", what,
+                  r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return AGENT_EXIT_CONFIG;
+}
+
+
+static int
+cmd_catalog_apply(const agent_conf_t *conf, const char *path)
+{
+    apimon_catalog_t   cat;
+    redisContext      *c;
+    redisReply        *r;
+    char               err[APIMON_CATALOG_ERRLEN], now[24];
+    const char        *argv[2];
+    char              *text;
+    size_t             len;
+    int                rc;
+
+    text = read_file(path, &len);
+    if (text == NULL) {
+        agent_err("%s: %s", path, strerror(errno));
+        return AGENT_EXIT_CONFIG;
+    }
+
+    /* our own checks first: their messages name the offending field */
+    if (apimon_catalog_parse(text, len, &cat, err, sizeof(err)) != 0) {
+        agent_err("%s: %s", path, err);
+        free(text);
+        return AGENT_EXIT_CONFIG;
+    }
+
+    c = agent_redis(conf);
+    if (c == NULL) {
+        apimon_catalog_free(&cat);
+        free(text);
+        return AGENT_EXIT_CONFIG;
+    }
+
+    snprintf(now, sizeof(now), "%lld", (long long) agent_now_ms());
+    argv[0] = text;
+    argv[1] = now;
+    r = ar_script(c, AR_CATALOG_APPLY, 0, argv, 2);
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        rc = script_failed(c, r, "catalog apply");
+    } else {
+        printf("catalog %s applied: version %lld (%zu products, %zu plans)\n",
+               path, r->type == REDIS_REPLY_INTEGER ? r->integer
+                     : (r->str ? atoll(r->str) : 0LL),
+               cat.nproducts, cat.nplans);
+        agent_log("catalog %s applied", path);
+        freeReplyObject(r);
+        rc = AGENT_EXIT_OK;
+    }
+
+    redisFree(c);
+    apimon_catalog_free(&cat);
+    free(text);
+    return rc;
+}
+
+
+static void
+show_plans(redisContext *c, cJSON *doc)
+{
+    cJSON       *plans, *p, *name;
+    redisReply  *r;
+
+    plans = cJSON_GetObjectItemCaseSensitive(doc, "plans");
+    cJSON_ArrayForEach(p, plans) {
+        name = cJSON_GetObjectItemCaseSensitive(p, "name");
+        if (!cJSON_IsString(name)) {
+            continue;
+        }
+        r = redisCommand(c, "SCARD apimon:plan:%s:subs", name->valuestring);
+        printf("plan %s: %lld subscriptions\n", name->valuestring,
+               r && r->type == REDIS_REPLY_INTEGER ? r->integer : 0LL);
+        if (r) {
+            freeReplyObject(r);
+        }
+    }
+}
+
+
+static int
+cmd_catalog_show(const agent_conf_t *conf)
+{
+    redisContext  *c;
+    redisReply    *r;
+    cJSON         *doc = NULL;
+    char          *pretty, ts[32];
+    const char    *version = NULL, *applied = NULL, *json = NULL;
+    size_t         i;
+
+    c = agent_redis(conf);
+    if (c == NULL) {
+        return AGENT_EXIT_CONFIG;
+    }
+
+    r = redisCommand(c, "HGETALL apimon:catalog");
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        agent_err("catalog show: Redis: %s", r ? "unexpected reply"
+                                                : c->errstr);
+        if (r) {
+            freeReplyObject(r);
+        }
+        redisFree(c);
+        return AGENT_EXIT_CONFIG;
+    }
+
+    for (i = 0; i + 1 < r->elements; i += 2) {
+        if (strcmp(r->element[i]->str, "version") == 0) {
+            version = r->element[i + 1]->str;
+        } else if (strcmp(r->element[i]->str, "applied_ms") == 0) {
+            applied = r->element[i + 1]->str;
+        } else if (strcmp(r->element[i]->str, "json") == 0) {
+            json = r->element[i + 1]->str;
+        }
+    }
+
+    if (version == NULL) {
+        printf("no catalog applied\n");
+        freeReplyObject(r);
+        redisFree(c);
+        return AGENT_EXIT_OK;
+    }
+
+    printf("version: %s\n", version);
+    if (applied) {
+        agent_iso_time(atoll(applied), ts, sizeof(ts));
+        printf("applied: %s\n", ts);
+    }
+    doc = json ? cJSON_Parse(json) : NULL;
+    if (doc) {
+        show_plans(c, doc);
+        pretty = cJSON_Print(doc);
+        if (pretty) {
+            printf("%s\n", pretty);
+            cJSON_free(pretty);
+        }
+        cJSON_Delete(doc);
+    } else if (json) {
+        printf("%s\n", json);
+    }
+
+    freeReplyObject(r);
+    redisFree(c);
+    return AGENT_EXIT_OK;
+}
+
+
+static int
+cmd_customer_set(const agent_conf_t *conf, const char *owner,
+    const char *customer)
+{
+    redisContext  *c;
+    redisReply    *r;
+    const char    *argv[4], *kind = "developer";
+    char           now[24];
+    int            rc;
+
+    if (strncmp(owner, "appgroup:", 9) == 0) {
+        kind = "appgroup";
+        owner += 9;
+    } else if (strncmp(owner, "developer:", 10) == 0) {
+        owner += 10;
+    }
+    if (owner[0] == '\0') {
+        return usage_error("customer set: empty owner%s", "");
+    }
+
+    c = agent_redis(conf);
+    if (c == NULL) {
+        return AGENT_EXIT_CONFIG;
+    }
+
+    snprintf(now, sizeof(now), "%lld", (long long) agent_now_ms());
+    argv[0] = kind;
+    argv[1] = owner;
+    argv[2] = customer;
+    argv[3] = now;
+    r = ar_script(c, AR_CUSTOMER_SET, 0, argv, 4);
+
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        rc = script_failed(c, r, "customer set");
+    } else {
+        printf("%s %s: customer %s\n", kind, owner,
+               customer[0] ? customer : "(none)");
+        agent_log("customer of %s %s set to %s", kind, owner,
+                  customer[0] ? customer : "(none)");
+        freeReplyObject(r);
+        rc = AGENT_EXIT_OK;
+    }
+    redisFree(c);
+    return rc;
+}
+
+
+static int
+cmd_bill(agent_conf_t *conf)
+{
+    redisContext  *c;
+    char           err[512];
+    char          *secret = NULL;
+    int            rc;
+
+    if (!conf->bill.dry_run) {
+        secret = conf->key_file ? read_key_file(conf->key_file, err,
+                                                sizeof(err))
+                                : secret_from_env(err, sizeof(err));
+        if (secret == NULL) {
+            agent_err("%s", err);
+            return AGENT_EXIT_CONFIG;
+        }
+    }
+    conf->bill.secret = secret;
+
+    c = agent_redis(conf);
+    if (c == NULL) {
+        rc = AGENT_EXIT_CONFIG;
+    } else {
+        rc = bill_run(c, &conf->bill);
+        redisFree(c);
+    }
+
+    if (secret) {
+        memset(secret, 0, strlen(secret));
+        free(secret);
+    }
+    return rc;
+}
+
+
+static int
+parse_num(const char *opt, const char *arg, int64_t min, int64_t max,
+    int64_t *out)
+{
+    if (agent_parse_i64(arg, strlen(arg), out) != 0 || *out < min
+        || *out > max)
+    {
+        fprintf(stderr, "billing-agent: %s: \"%s\" is not a number in "
+                "%lld..%lld\n", opt, arg, (long long) min, (long long) max);
+        return -1;
+    }
+    return 0;
+}
+
+
+enum {
+    OPT_REDIS = 256, OPT_PERIOD, OPT_ALLOW_OPEN, OPT_DRY_RUN, OPT_REPORT,
+    OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
+    OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV
+};
+
+static const struct option  long_opts[] = {
+    { "help", no_argument, NULL, 'h' },
+    { "redis", required_argument, NULL, OPT_REDIS },
+    { "period", required_argument, NULL, OPT_PERIOD },
+    { "allow-open", no_argument, NULL, OPT_ALLOW_OPEN },
+    { "dry-run", no_argument, NULL, OPT_DRY_RUN },
+    { "report", required_argument, NULL, OPT_REPORT },
+    { "create-invoices", no_argument, NULL, OPT_INVOICES },
+    { "max-rps", required_argument, NULL, OPT_MAX_RPS },
+    { "stripe-key-file", required_argument, NULL, OPT_KEY_FILE },
+    { "timeout", required_argument, NULL, OPT_TIMEOUT },
+    { "max-retries", required_argument, NULL, OPT_RETRIES },
+    { "lock-ttl", required_argument, NULL, OPT_LOCK_TTL },
+    { "batch", required_argument, NULL, OPT_BATCH },
+    { "quiet", no_argument, NULL, OPT_QUIET },
+    /* recognised only to refuse them: secrets never on the command line */
+    { "stripe-key", optional_argument, NULL, OPT_SECRET_ARGV },
+    { "api-key", optional_argument, NULL, OPT_SECRET_ARGV },
+    { "secret", optional_argument, NULL, OPT_SECRET_ARGV },
+    { NULL, 0, NULL, 0 }
+};
+
+
+/* 0 ok, else the exit code */
+static int
+parse_options(int argc, char **argv, agent_conf_t *conf)
+{
+    int64_t  v;
+    int      ch;
+    char     name[64];
+    const char *eq;
+
+    /* our own messages: getopt's would echo "--opt=value" to stderr */
+    opterr = 0;
+
+    while ((ch = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+        switch (ch) {
+        case 'h':
+            fputs(usage_text, stdout);
+            exit(AGENT_EXIT_OK);
+        case OPT_REDIS:
+            conf->redis = optarg;
+            break;
+        case OPT_PERIOD:
+            conf->bill.period = optarg;
+            break;
+        case OPT_ALLOW_OPEN:
+            conf->bill.allow_open = 1;
+            break;
+        case OPT_DRY_RUN:
+            conf->bill.dry_run = 1;
+            break;
+        case OPT_REPORT:
+            conf->bill.report = optarg;
+            break;
+        case OPT_INVOICES:
+            conf->bill.create_invoices = 1;
+            break;
+        case OPT_MAX_RPS:
+            if (parse_num("--max-rps", optarg, 1, 1000000, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.max_rps = (double) v;
+            break;
+        case OPT_KEY_FILE:
+            conf->key_file = optarg;
+            break;
+        case OPT_TIMEOUT:
+            if (parse_num("--timeout", optarg, 1, 3600, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.timeout_ms = (long) v * 1000;
+            break;
+        case OPT_RETRIES:
+            if (parse_num("--max-retries", optarg, 0, 20, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.max_retries = (int) v;
+            break;
+        case OPT_LOCK_TTL:
+            if (parse_num("--lock-ttl", optarg, 1, 86400, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.lock_ttl_ms = v * 1000;
+            break;
+        case OPT_BATCH:
+            if (parse_num("--batch", optarg, 1, 100000, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.batch = (int) v;
+            break;
+        case OPT_QUIET:
+            agent_quiet = 1;
+            break;
+        case OPT_SECRET_ARGV:
+            return usage_error("%s", "secrets are never read from the "
+                               "command line: set STRIPE_API_KEY or use "
+                               "--stripe-key-file");
+        default:
+            /* name the option without any "=value" it carried */
+            eq = argv[optind - 1] ? strchr(argv[optind - 1], '=') : NULL;
+            snprintf(name, sizeof(name), "%.*s",
+                     eq ? (int) (eq - argv[optind - 1]) : 40,
+                     argv[optind - 1] ? argv[optind - 1] : "?");
+            if (optopt && optopt < 256 && ch == '?') {
+                snprintf(name, sizeof(name), "-%c", optopt);
+            }
+            return usage_error("unknown option or missing argument: %s",
+                               name);
+        }
+    }
+    return 0;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    agent_conf_t  conf;
+    const char   *env;
+    char        **args;
+    int           nargs, rc;
+
+    memset(&conf, 0, sizeof(conf));
+    env = getenv("APIMON_REDIS");
+    conf.redis = (env && *env) ? env : AGENT_DEFAULT_REDIS;
+    env = getenv("STRIPE_API_BASE");
+    conf.bill.stripe_base = (env && *env) ? env : "https://api.stripe.com";
+    conf.bill.max_rps = 20;
+    conf.bill.timeout_ms = 30000;
+    conf.bill.max_retries = 3;
+    conf.bill.lock_ttl_ms = 600000;
+    conf.bill.batch = 1000;
+
+    rc = parse_options(argc, argv, &conf);
+    if (rc != 0) {
+        return rc;
+    }
+    conf.bill.now_ms = agent_now_ms();
+
+    args = argv + optind;
+    nargs = argc - optind;
+
+    if (nargs == 0) {
+        fputs(usage_text, stderr);
+        return AGENT_EXIT_CONFIG;
+    }
+
+    if (strcmp(args[0], "catalog") == 0) {
+        if (nargs == 3 && strcmp(args[1], "apply") == 0) {
+            return cmd_catalog_apply(&conf, args[2]);
+        }
+        if (nargs == 2 && strcmp(args[1], "show") == 0) {
+            return cmd_catalog_show(&conf);
+        }
+        return usage_error("usage: catalog apply FILE | catalog show%s", "");
+    }
+
+    if (strcmp(args[0], "customer") == 0) {
+        if (nargs == 4 && strcmp(args[1], "set") == 0) {
+            return cmd_customer_set(&conf, args[2], args[3]);
+        }
+        return usage_error("usage: customer set <developer-email|"
+                           "appgroup:NAME> <customer-id>%s", "");
+    }
+
+    if (strcmp(args[0], "bill") == 0) {
+        if (nargs != 1) {
+            return usage_error("bill: unexpected argument \"%s\"", args[1]);
+        }
+        return cmd_bill(&conf);
+    }
+
+    return usage_error("unknown command \"%s\"", args[0]);
+}
