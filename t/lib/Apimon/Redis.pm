@@ -282,16 +282,21 @@ sub stop {
     my $pid = $self->{pid} or return;
     return unless $self->{owner} && $self->{owner} == $$;
     $self->disconnect;
+    delete $self->{pid};
+    _reap($pid, 5) if delete $LIVE{$pid};    # else END already did
+    return 1;
+}
+
+# SIGTERM (after SIGCONT, in case it was stopped), wait, SIGKILL after $grace s.
+sub _reap {
+    my ($pid, $grace) = @_;
     kill 'CONT', $pid;
     kill 'TERM', $pid;
-    my $until = time + 5;
-    while (waitpid($pid, WNOHANG) != $pid) {
+    my $until = time + $grace;
+    while ((my $w = waitpid($pid, WNOHANG)) == 0) {
         if (time > $until) { kill 'KILL', $pid; waitpid($pid, 0); last }
         sleep 0.01;
     }
-    delete $LIVE{$pid};
-    delete $self->{pid};
-    return 1;
 }
 
 sub kill_stop { my ($s) = @_; $s->_need_server; kill 'STOP', $s->{pid} }
@@ -314,15 +319,7 @@ sub DESTROY {
 END {
     local $?;
     for my $pid (keys %LIVE) {
-        next unless $LIVE{$pid} == $$;
-        kill 'CONT', $pid;
-        kill 'TERM', $pid;
-        my $until = time + 3;
-        while (waitpid($pid, WNOHANG) != $pid) {
-            if (time > $until) { kill 'KILL', $pid; waitpid($pid, 0); last }
-            sleep 0.01;
-        }
-        delete $LIVE{$pid};
+        _reap($pid, 3) if delete($LIVE{$pid}) == $$;
     }
 }
 
