@@ -6,7 +6,10 @@ local now = apimon_now(ARGV[4])
 if kind ~= 'developer' and kind ~= 'appgroup' then apimon_err('bad_request', 'kind must be developer or appgroup') end
 if #cus > 255 or cus:match('[%s%c]') then apimon_err('bad_request', 'customer: not a customer id') end
 local key = 'apimon:' .. kind .. ':' .. (id or '')
-if redis.call('EXISTS', key) == 0 then apimon_err('not_found', 'no such ' .. kind .. ' ' .. tostring(id)) end
+local before = hash_table(redis.call('HGETALL', key))
+if next(before) == nil then apimon_err('not_found', 'no such ' .. kind .. ' ' .. tostring(id)) end
 redis.call('HSET', key, 'customer', cus, 'lastModifiedAt', fmt(now))
-return cjson.encode(hash_table(redis.call('HGETALL', key)))
+local after = hash_table(redis.call('HGETALL', key))
+apimon_audit(ARGV[5], ARGV[6], now, kind .. '.customer', id, before, after)
+return cjson.encode(after)
 end)

@@ -159,6 +159,18 @@ local function sub_public(h)
   return t
 end
 
+-- Audit trail of the management API: when a provisioning script is given
+-- the optional "who" (token name) and "addr" (client address) arguments,
+-- the change is appended to apimon:audit in the same atomic call. before
+-- and after are tables (nil: none), never holding key digests.
+local function apimon_audit(who, addr, now, action, target, before, after)
+  if who == nil or who == '' then return end
+  redis.call('XADD', 'apimon:audit', '*', 'ts', fmt(now), 'who', who, 'addr', addr or '',
+    'action', action, 'target', target,
+    'before', before and cjson.encode(before) or 'null',
+    'after', after and cjson.encode(after) or 'null')
+end
+
 local function sub_id_of(key)
   return key:match('^apimon:sub:{(.*)}$')
 end

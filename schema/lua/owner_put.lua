@@ -42,7 +42,8 @@ for k, v in pairs(body) do
 end
 
 local key = 'apimon:' .. kind .. ':' .. id
-local exists = redis.call('EXISTS', key) == 1
+local before = hash_table(redis.call('HGETALL', key))
+local exists = before[spec.idf] ~= nil
 if mode == 'create' and exists then apimon_err('conflict', kind .. ' ' .. id .. ' already exists') end
 if mode == 'update' and not exists then apimon_err('not_found', 'no such ' .. kind .. ' ' .. id) end
 
@@ -53,5 +54,7 @@ if mode == 'create' then
 end
 for k, v in pairs(set) do redis.call('HSET', key, k, v) end
 redis.call('HSET', key, 'lastModifiedAt', fmt(now))
-return cjson.encode(hash_table(redis.call('HGETALL', key)))
+local after = hash_table(redis.call('HGETALL', key))
+apimon_audit(ARGV[6], ARGV[7], now, kind .. '.' .. mode, id, exists and before or nil, after)
+return cjson.encode(after)
 end)

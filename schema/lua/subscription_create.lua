@@ -30,5 +30,7 @@ redis.call('HSET', sk, 'id', id, 'owner_kind', kind, 'owner', owner, 'product', 
 redis.call('SADD', 'apimon:subs', id)
 redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
 redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)
-return cjson.encode(sub_public(hash_table(redis.call('HGETALL', sk))))
+local after = sub_public(hash_table(redis.call('HGETALL', sk)))
+apimon_audit(ARGV[10], ARGV[11], now, 'subscription.create', id, nil, after)
+return cjson.encode(after)
 end)

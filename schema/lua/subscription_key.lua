@@ -14,5 +14,7 @@ if h.state == 'cancelled' or h.state == 'expired' then
   apimon_err('conflict', 'subscription is ' .. h.state)
 end
 redis.call('HSET', sk, field, digest, 'lastModifiedAt', fmt(now))
-return cjson.encode(sub_public(hash_table(redis.call('HGETALL', sk))))
+local after = sub_public(hash_table(redis.call('HGETALL', sk)))
+apimon_audit(ARGV[6], ARGV[7], now, 'subscription.key.' .. slot, h.id, sub_public(h), after)
+return cjson.encode(after)
 end)
