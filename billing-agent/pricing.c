@@ -716,8 +716,8 @@ package_line(price_ctx_t *c)
     int64_t  packs = ceil_div(c->calls, c->pr->package_size), amount;
     char     up[96], price[40], tail[160];
 
-    if (packs < 1) {
-        packs = 1;                    /* a package plan bills one at least */
+    if (packs < 1 && c->days > 0) {
+        packs = 1;       /* one package at least, for a month it was live */
     }
     if (mul(packs, c->pr->amount, &amount) != 0) {
         return -1;

@@ -76,6 +76,8 @@ void apimon_period_prev(const apimon_period_t *p, apimon_period_t *prev);
 int apimon_active_days(const apimon_period_t *p, int64_t start_ms,
     int64_t end_ms);
 
+/* num / den rounded to the nearest integer, exact halves up (toward +inf):
+ * floor(num / den + 1/2).  A negative den flips both signs; den 0 gives 0 */
 int64_t apimon_round_half_up(int64_t num, int64_t den);
 
 /*
@@ -83,6 +85,24 @@ int64_t apimon_round_half_up(int64_t num, int64_t den);
  * billable in the period.  Returns the number of lines written (lines with
  * amount 0 are still returned, the caller decides), or -1 if the pricing is
  * inconsistent.  description names the plan's model and quantity.
+ *
+ * Details (docs/pricing.md has worked examples):
+ * - lines by model: free none; flat `fee`; metered, graduated, volume and
+ *   package `usage`; flat_with_overage `fee` then `overage`.  nlines of
+ *   APIMON_MAX_LINES is always enough.
+ * - `fee`: quantity = active days (apimon_active_days), amount =
+ *   round_half_up(amount * days / p->days), never above amount.
+ * - units = calls / unitSize, a partial unit up or down (round_up); usage
+ *   quantity is units (packages for package), overage quantity the units
+ *   above included_units.  Zero units cost nothing in every model, tier flat
+ *   amounts included; package bills at least one package when the
+ *   subscription was active on at least one day of the period.
+ * - plan_name is the label that starts each description, e.g.
+ *   "Gold (weather-gold)" → "Gold (weather-gold) 2026-02: 10 of 28 days";
+ *   NULL for none.  Descriptions are printable ASCII (others become '?'),
+ *   at most 199 characters; a long label is cut before the counted part.
+ * - -1 also when calls < 0 or > APIMON_MAX_CALLS, when an amount would
+ *   overflow int64_t, when nlines is too small, or p is not a month.
  */
 int apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,

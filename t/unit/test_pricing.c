@@ -407,6 +407,8 @@ static const struct {
       1, { { "usage", 1, 2000 } } },
     { "package: exactly one package", &PKG, "2026-02", "2025-01-01", "",
       50000, 1, { { "usage", 1, 2000 } } },
+    { "package: not live in the period, no usage: nothing", &PKG,
+      "2026-02", "2026-03-05", "", 0, 1, { { "usage", 0, 0 } } },
     { "package: one call over", &PKG, "2026-02", "2025-01-01", "", 50001, 1,
       { { "usage", 2, 4000 } } },
 };
