@@ -931,11 +931,6 @@ ngx_http_apimon_admin_send(ngx_http_request_t *r, ngx_uint_t status,
 
     r->headers_out.content_type_lowcase = NULL;
 
-    if (status == NGX_HTTP_NOT_ALLOWED) {
-        /* an error page would replace our body */
-        r->err_status = 0;
-    }
-
     if (ngx_http_apimon_admin_header(r, "Cache-Control", &nostore) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
