@@ -554,7 +554,8 @@ fee_line(price_ctx_t *c)
     return emit(c, "fee", c->days, fee, tail);
 }
 
-/* "12,345 calls" or "12,345 calls = 13 units of 1,000" */
+/* "12,345 calls" or "12,345 calls = 13 units of 1,000"; what is the
+ * singular noun, "unit" or "package" */
 static void
 units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
     char *buf, size_t len)
@@ -562,13 +563,14 @@ units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
     char calls[32], n[32], sz[32];
 
     fmt_count(c->calls, calls, sizeof(calls));
-    if (size == 1 && strcmp(what, "units") == 0) {
-        say(buf, len, "%s calls", calls);
+    if (size == 1 && strcmp(what, "unit") == 0) {
+        say(buf, len, "%s call%s", calls, c->calls == 1 ? "" : "s");
         return;
     }
     fmt_count(units, n, sizeof(n));
     fmt_count(size, sz, sizeof(sz));
-    say(buf, len, "%s calls = %s %s of %s", calls, n, what, sz);
+    say(buf, len, "%s call%s = %s %s%s of %s", calls,
+        c->calls == 1 ? "" : "s", n, what, units == 1 ? "" : "s", sz);
 }
 
 static int
@@ -580,7 +582,7 @@ metered_line(price_ctx_t *c)
     if (mul(units, c->pr->unit_amount, &amount) != 0) {
         return -1;
     }
-    units_phrase(c, units, c->pr->unit_size, "units", up, sizeof(up));
+    units_phrase(c, units, c->pr->unit_size, "unit", up, sizeof(up));
     apimon_format_amount(c->pr->unit_amount, c->pr->currency, price,
         sizeof(price));
     say(tail, sizeof(tail), "%s x %s", up, price);
@@ -597,7 +599,7 @@ overage_line(price_ctx_t *c)
     if (mul(over, c->pr->unit_amount, &amount) != 0) {
         return -1;
     }
-    units_phrase(c, units, c->pr->unit_size, "units", up, sizeof(up));
+    units_phrase(c, units, c->pr->unit_size, "unit", up, sizeof(up));
     apimon_format_amount(c->pr->unit_amount, c->pr->currency, price,
         sizeof(price));
     fmt_count(c->pr->included_units, inc, sizeof(inc));
@@ -660,11 +662,12 @@ graduated_line(price_ctx_t *c)
         if (t->flat_amount > 0) {
             apimon_format_amount(t->flat_amount, pr->currency, price,
                 sizeof(price));
-            fits = fits && append(parts, sizeof(parts), " + %s", price);
+            fits = fits && append(parts, sizeof(parts), " + %s flat",
+                price);
         }
         prev = t->up_to;
     }
-    units_phrase(c, units, pr->unit_size, "units", up, sizeof(up));
+    units_phrase(c, units, pr->unit_size, "unit", up, sizeof(up));
     if (units == 0) {
         say(tail, sizeof(tail), "%s, graduated tiers: no usage", up);
     } else if (fits) {
@@ -683,7 +686,7 @@ volume_line(price_ctx_t *c)
     char     up[96], price[40], flat[48] = "", cnt[32], tail[200];
     size_t   i = 0;
 
-    units_phrase(c, units, pr->unit_size, "units", up, sizeof(up));
+    units_phrase(c, units, pr->unit_size, "unit", up, sizeof(up));
     if (units == 0) {
         /* no usage, no usage charge: a base fee is what flat is for */
         say(tail, sizeof(tail), "%s, volume tiers: no usage", up);
@@ -702,7 +705,7 @@ volume_line(price_ctx_t *c)
 
         apimon_format_amount(pr->tiers[i].flat_amount, pr->currency, fa,
             sizeof(fa));
-        say(flat, sizeof(flat), " + %s", fa);
+        say(flat, sizeof(flat), " + %s flat", fa);
     }
     fmt_count(units, cnt, sizeof(cnt));
     say(tail, sizeof(tail), "%s, volume tier %zu: %s x %s%s", up, i + 1, cnt,
@@ -722,7 +725,7 @@ package_line(price_ctx_t *c)
     if (mul(packs, c->pr->amount, &amount) != 0) {
         return -1;
     }
-    units_phrase(c, packs, c->pr->package_size, "packages", up, sizeof(up));
+    units_phrase(c, packs, c->pr->package_size, "package", up, sizeof(up));
     apimon_format_amount(c->pr->amount, c->pr->currency, price,
         sizeof(price));
     say(tail, sizeof(tail), "%s x %s", up, price);

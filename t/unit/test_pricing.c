@@ -479,9 +479,14 @@ test_descriptions(void)
           "x 0.50 usd" },
         { &GRAD, "2025-01-01", 12345, 0, "Gold (weather-gold) 2026-02: "
           "12,345 calls, graduated: 1,000 x 0.00 usd + 9,000 x 0.05 usd "
-          "+ 10.00 usd + 2,345 x 0.02 usd" },
+          "+ 10.00 usd flat + 2,345 x 0.02 usd" },
         { &VOL, "2025-01-01", 1001, 0, "Gold (weather-gold) 2026-02: "
-          "1,001 calls, volume tier 2: 1,001 x 0.05 usd + 10.00 usd" },
+          "1,001 calls, volume tier 2: 1,001 x 0.05 usd + 10.00 usd flat" },
+        { &GOLD, "2025-01-01", 1, 0, "Gold (weather-gold) 2026-02: "
+          "1 call = 1 unit of 1,000, graduated: 1 x 0.40 usd + 50.00 usd "
+          "flat" },
+        { &PKG, "2025-01-01", 0, 0, "Gold (weather-gold) 2026-02: "
+          "0 calls = 1 package of 50,000 x 20.00 eur" },
         { &PKG, "2025-01-01", 50001, 0, "Gold (weather-gold) 2026-02: "
           "50,001 calls = 2 packages of 50,000 x 20.00 eur" },
     };
