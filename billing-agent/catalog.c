@@ -24,7 +24,7 @@ typedef struct {
 static const char *const model_list = "free, flat, metered, "
     "flat_with_overage, graduated, volume, package";
 
-/* ---- errors and paths ---------------------------------------------------- */
+/* ---- errors and paths --------------------------------------------------- */
 
 static int __attribute__((format(printf, 3, 4)))
 bad(err_t *e, const char *path, const char *fmt, ...)
@@ -76,7 +76,7 @@ join_index(char *out, const char *path, const char *key, size_t i)
     snprintf(out, PATH_LEN, "%.*s[%zu]", PATH_LEN - 24, p, i);
 }
 
-/* ---- members ------------------------------------------------------------- */
+/* ---- members ------------------------------------------------------------ */
 
 static int
 listed(const char *name, const char *const *list)
@@ -121,7 +121,7 @@ check_members(const cJSON *obj, const char *path, const char *const *allowed,
     return 0;
 }
 
-/* ---- scalar fields: 0 read, 1 absent (and optional), -1 error ------------ */
+/* ---- scalar fields: 0 read, 1 absent (and optional), -1 error ----------- */
 
 static const cJSON *
 member(const cJSON *obj, const char *key, const char *path, int required,
@@ -288,7 +288,7 @@ dup_text(const cJSON *obj, const char *key, const char *path, size_t maxlen,
     return *out == NULL ? bad(e, path, "out of memory") : 0;
 }
 
-/* ---- pricing --------------------------------------------------------------- */
+/* ---- pricing ------------------------------------------------------------ */
 
 static const char *const f_free[] = { "model", "currency", NULL };
 static const char *const f_flat[] = { "model", "currency", "amount", NULL };
@@ -418,36 +418,29 @@ read_model_fields(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     err_t *e)
 {
     apimon_model_e  m = pr->model;
-    int             counts = m == APIMON_MODEL_METERED
-                          || m == APIMON_MODEL_FLAT_WITH_OVERAGE
-                          || m == APIMON_MODEL_GRADUATED
+    int             overage = m == APIMON_MODEL_FLAT_WITH_OVERAGE;
+    int             package = m == APIMON_MODEL_PACKAGE;
+    int             tiered = m == APIMON_MODEL_GRADUATED
                           || m == APIMON_MODEL_VOLUME;
+    int             metered = m == APIMON_MODEL_METERED;
 
-    /* check_members already refused the fields this model does not use, so
-     * each one is read only where it is required or optional */
-    if (get_int(obj, "amount", path, m == APIMON_MODEL_FLAT
-            || m == APIMON_MODEL_FLAT_WITH_OVERAGE || m == APIMON_MODEL_PACKAGE,
-            0, MAXN, &pr->amount, e) < 0
-        || get_int(obj, "unitAmount", path, m == APIMON_MODEL_METERED
-            || m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, MAXN, &pr->unit_amount,
-            e) < 0
-        || get_int(obj, "includedUnits", path,
-            m == APIMON_MODEL_FLAT_WITH_OVERAGE, 0, MAXN,
+    /* check_members already refused the fields this model does not use:
+     * reading an absent optional one here is harmless */
+    if (get_int(obj, "amount", path, m == APIMON_MODEL_FLAT || overage
+            || package, 0, MAXN, &pr->amount, e) < 0
+        || get_int(obj, "unitAmount", path, metered || overage, 0, MAXN,
+            &pr->unit_amount, e) < 0
+        || get_int(obj, "includedUnits", path, overage, 0, MAXN,
             &pr->included_units, e) < 0
-        || get_int(obj, "packageSize", path, m == APIMON_MODEL_PACKAGE, 1,
-            MAXN, &pr->package_size, e) < 0)
+        || get_int(obj, "packageSize", path, package, 1, MAXN,
+            &pr->package_size, e) < 0)
     {
         return -1;
     }
-    if (counts && read_units(obj, path, pr, e) != 0) {
+    if ((metered || overage || tiered) && read_units(obj, path, pr, e) != 0) {
         return -1;
     }
-    if ((m == APIMON_MODEL_GRADUATED || m == APIMON_MODEL_VOLUME)
-        && read_tiers(obj, path, pr, e) != 0)
-    {
-        return -1;
-    }
-    return 0;
+    return tiered ? read_tiers(obj, path, pr, e) : 0;
 }
 
 static int
@@ -485,7 +478,7 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     return 0;
 }
 
-/* ---- products and plans ------------------------------------------------------ */
+/* ---- products and plans ------------------------------------------------- */
 
 static const char *const f_catalog[] = { "$schema", "products", "plans",
     NULL };
@@ -619,7 +612,7 @@ read_plan(const cJSON *obj, const char *path, apimon_plan_t *pl, err_t *e)
     return pricing == NULL ? -1 : read_pricing(pricing, p, &pl->pricing, e);
 }
 
-/* ---- the document ---------------------------------------------------------- */
+/* ---- the document ------------------------------------------------------- */
 
 static const cJSON *
 get_array(const cJSON *root, const char *key, err_t *e)

@@ -19,7 +19,7 @@
 static void say(char *buf, size_t len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* ---- calendar --------------------------------------------------------- */
+/* ---- calendar ----------------------------------------------------------- */
 
 static int
 is_leap(int64_t y)
@@ -30,7 +30,9 @@ is_leap(int64_t y)
 static int
 month_days(int64_t y, int m)
 {
-    static const int days[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    static const int days[12] = {
+        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
 
     return days[m - 1] + (m == 2 && is_leap(y));
 }
@@ -165,7 +167,7 @@ apimon_active_days(const apimon_period_t *p, int64_t start_ms, int64_t end_ms)
     return (int) (floor_div(e + DAY_MS - 1, DAY_MS) - floor_div(s, DAY_MS));
 }
 
-/* ---- arithmetic ------------------------------------------------------- */
+/* ---- arithmetic --------------------------------------------------------- */
 
 int64_t
 apimon_round_half_up(int64_t num, int64_t den)
@@ -211,7 +213,7 @@ units_of(const apimon_pricing_t *pr, int64_t calls)
                         : calls / pr->unit_size;
 }
 
-/* ---- names and formatting ---------------------------------------------- */
+/* ---- names and formatting ----------------------------------------------- */
 
 static const char *const model_names[] = {
     "free", "flat", "metered", "flat_with_overage", "graduated", "volume",
@@ -315,7 +317,7 @@ say(char *buf, size_t len, const char *fmt, ...)
     va_end(ap);
 }
 
-/* ---- consistency ------------------------------------------------------- */
+/* ---- consistency -------------------------------------------------------- */
 
 static int
 fail(char *err, size_t len, const char *fmt, ...)
@@ -477,7 +479,7 @@ apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
     return check_model(pr, err, len);
 }
 
-/* ---- lines ------------------------------------------------------------- */
+/* ---- lines -------------------------------------------------------------- */
 
 typedef struct {
     const apimon_pricing_t *pr;

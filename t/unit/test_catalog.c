@@ -51,7 +51,7 @@ slurp(const char *path, size_t *len)
     return buf;
 }
 
-/* ---- the example ---------------------------------------------------------- */
+/* ---- the example -------------------------------------------------------- */
 
 static void
 test_example(void)
@@ -138,7 +138,7 @@ test_example(void)
     free(text);
 }
 
-/* ---- broken documents ------------------------------------------------------ */
+/* ---- broken documents --------------------------------------------------- */
 
 #define PROD    "{'name':'weather','apis':['forecast','history']}"
 #define FLATP   "{'model':'flat','currency':'usd','amount':2900}"
@@ -372,7 +372,7 @@ test_edges(void)
     free(doc);
 }
 
-/* ---- one plan's pricing, as Redis holds it ---------------------------------- */
+/* ---- one plan's pricing, as Redis holds it ------------------------------ */
 
 static void
 test_pricing_parse(void)

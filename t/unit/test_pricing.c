@@ -48,7 +48,7 @@ period(const char *text)
     return p;
 }
 
-/* ---- periods ----------------------------------------------------------- */
+/* ---- periods ------------------------------------------------------------ */
 
 static void
 test_period_parse(void)
@@ -157,7 +157,7 @@ test_period_of(void)
         "prev of 2028-03 is 2028-02 with 29 days");
 }
 
-/* ---- pro-rating ---------------------------------------------------------- */
+/* ---- pro-rating --------------------------------------------------------- */
 
 static void
 test_active_days(void)
@@ -445,7 +445,7 @@ test_models(void)
     }
 }
 
-/* ---- descriptions -------------------------------------------------------- */
+/* ---- descriptions ------------------------------------------------------- */
 
 static int
 printable(const char *s)
@@ -519,7 +519,7 @@ test_descriptions(void)
     is_str(l[0].description, "2026-02: 28 of 28 days", "no label");
 }
 
-/* ---- guards --------------------------------------------------------------- */
+/* ---- guards ------------------------------------------------------------- */
 
 static void
 test_guards(void)
