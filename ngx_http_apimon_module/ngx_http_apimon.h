@@ -68,17 +68,45 @@ typedef struct ngx_http_apimon_redis_call_s  ngx_http_apimon_redis_call_t;
 typedef void (*ngx_http_apimon_redis_handler_pt)(redisReply *reply,
     const char *err, void *data);
 
-/* script ids: APIMON_SCRIPT_CHECK, ... from the generated scripts header */
+/*
+ * Calling conventions:
+ *
+ * - The handler is never run from inside the function that submits the
+ *   call: failures known at once (circuit open, Redis not configured, the
+ *   connection closing) are delivered from a posted event, later in the
+ *   same event loop iteration.  Replies are delivered from the Redis
+ *   connection's read event.
+ * - The functions return NULL only when memory runs out; the handler is
+ *   then not run.
+ * - After the handler ran, the call pointer is invalid: do not cancel it.
+ * - argv and the strings it points to are copied: they may be freed as
+ *   soon as the function returns.
+ * - "err" texts are static strings, safe to log; "reply" may be an error
+ *   reply (REDIS_REPLY_ERROR), e.g. "ERR apimon not_found: ...".
+ *
+ * Scripts: "script" is an index into the compiled-in scripts, found with
+ * ngx_http_apimon_redis_script_index("check") (do it once, at
+ * configuration time).  argv is what follows the SHA1 in EVALSHA: the
+ * number of keys as a decimal string, then the keys, then the arguments,
+ * e.g. { "1", "apimon:sub:{...}", digest, api, ... }.  The transport sends
+ * EVALSHA and re-sends the same call as EVAL on NOSCRIPT.
+ */
 ngx_http_apimon_redis_call_t *ngx_http_apimon_redis_script(ngx_uint_t script,
     int argc, const char **argv, const size_t *argvlen, ngx_msec_t timeout,
     ngx_http_apimon_redis_handler_pt handler, void *data);
 
-/* a plain command (reads for the management API) */
+/* index of a compiled-in script by name ("check"), or NGX_ERROR */
+ngx_int_t ngx_http_apimon_redis_script_index(const char *name);
+
+/* a plain command (reads for the management API): argv[0] is the command */
 ngx_http_apimon_redis_call_t *ngx_http_apimon_redis_command(int argc,
     const char **argv, const size_t *argvlen, ngx_msec_t timeout,
     ngx_http_apimon_redis_handler_pt handler, void *data);
 
 void ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call);
+
+/* NGX_OK while the connection is up and its scripts are loaded */
+ngx_int_t ngx_http_apimon_redis_ready(void);
 
 ngx_int_t ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_apimon_main_conf_t *amcf);
@@ -98,6 +126,76 @@ ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, u_char *out,
     ngx_log_t *log);
 /* a new random (version 4) UUID, dashed; out has 36 bytes */
 ngx_int_t ngx_http_apimon_uuid(u_char *out, ngx_log_t *log);
+
+
+/*
+ * Enforcement (ngx_http_apimon_module.c, ngx_http_apimon_handler.c,
+ * ngx_http_apimon_headers.c)
+ */
+
+#define NGX_HTTP_APIMON_DEFAULT_TIMEOUT   500      /* ms, per command */
+#define NGX_HTTP_APIMON_CONNECT_TIMEOUT   1000     /* ms */
+#define NGX_HTTP_APIMON_MAX_WINDOWS       4
+
+#define NGX_HTTP_APIMON_REDIS_CLOSED      0
+#define NGX_HTTP_APIMON_REDIS_OPEN        1
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    ngx_str_t                  api;
+    ngx_http_complex_value_t  *key;
+    ngx_flag_t                 hide_key;
+    ngx_str_t                  hide_header;   /* "x_api_key" of $http_x_api_key */
+    ngx_str_t                  hide_arg;      /* "api_key" of $arg_api_key */
+    ngx_uint_t                 rate_n;        /* 0: no location rate limit */
+    ngx_uint_t                 rate_w;        /* seconds */
+    ngx_uint_t                 quota_n;       /* 0: no location quota */
+    ngx_str_t                  quota_unit;
+    ngx_str_t                  rate_n_text;
+    ngx_str_t                  rate_w_text;
+    ngx_str_t                  quota_n_text;
+    ngx_uint_t                 quota_status;
+    ngx_uint_t                 on_redis_error;
+    ngx_flag_t                 legacy_headers;
+    ngx_msec_t                 timeout;
+} ngx_http_apimon_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  name;          /* "plan-rate", ... */
+    ngx_uint_t                 limit;
+    ngx_uint_t                 window;        /* seconds */
+    ngx_uint_t                 remaining;
+    ngx_uint_t                 reset;         /* seconds */
+    unsigned                   quota:1;
+} ngx_http_apimon_window_t;
+
+
+/* per request; lives in the request pool, found again through its cleanup */
+typedef struct {
+    ngx_http_request_t            *request;
+    ngx_http_apimon_redis_call_t  *call;      /* in flight, or NULL */
+    ngx_http_apimon_result_e       result;
+    ngx_str_t                      subscription;
+    ngx_str_t                      plan;
+    ngx_str_t                      product;
+    ngx_uint_t                     retry_after;
+    ngx_uint_t                     nwindows;
+    ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];
+    unsigned                       legacy_headers:1;
+} ngx_http_apimon_ctx_t;
+
+
+ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
+ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
+
+ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
+ngx_int_t ngx_http_apimon_headers_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_apimon_add_variables(ngx_conf_t *cf);
+ngx_str_t *ngx_http_apimon_result_name(ngx_http_apimon_result_e result);
 
 
 extern ngx_module_t  ngx_http_apimon_module;

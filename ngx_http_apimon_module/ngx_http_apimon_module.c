@@ -1,0 +1,965 @@
+/*
+ * apimon: API keys, rate limits and quotas enforced in Redis.
+ * Directives, configuration and the module definition.
+ */
+
+
+#include "ngx_http_apimon.h"
+
+
+static void *ngx_http_apimon_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_apimon_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_apimon_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_apimon_postconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_apimon_init_process(ngx_cycle_t *cycle);
+static void ngx_http_apimon_exit_process(ngx_cycle_t *cycle);
+
+static char *ngx_http_apimon_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apimon_redis_address(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr);
+static char *ngx_http_apimon_redis_password(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file);
+static char *ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apimon_rate(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apimon_quota(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_apimon_valid_name(ngx_str_t *name);
+static void ngx_http_apimon_key_source(ngx_http_apimon_loc_conf_t *alcf,
+    ngx_str_t *value);
+static ngx_int_t ngx_http_apimon_number_text(ngx_conf_t *cf, ngx_str_t *s,
+    ngx_uint_t n);
+
+
+static ngx_conf_enum_t  ngx_http_apimon_on_redis_error[] = {
+    { ngx_string("closed"), NGX_HTTP_APIMON_REDIS_CLOSED },
+    { ngx_string("open"), NGX_HTTP_APIMON_REDIS_OPEN },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_apimon_commands[] = {
+
+    { ngx_string("apimon_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_apimon_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, timeout),
+      NULL },
+
+    { ngx_string("apimon"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("apimon_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_hide_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, hide_key),
+      NULL },
+
+    { ngx_string("apimon_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_quota"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_apimon_quota,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_quota_status"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_quota_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_on_redis_error"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
+      &ngx_http_apimon_on_redis_error },
+
+    { ngx_string("apimon_legacy_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, legacy_headers),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_apimon_module_ctx = {
+    ngx_http_apimon_preconfiguration,      /* preconfiguration */
+    ngx_http_apimon_postconfiguration,     /* postconfiguration */
+
+    ngx_http_apimon_create_main_conf,      /* create main configuration */
+    ngx_http_apimon_init_main_conf,        /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_apimon_create_loc_conf,       /* create location configuration */
+    ngx_http_apimon_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_apimon_module = {
+    NGX_MODULE_V1,
+    &ngx_http_apimon_module_ctx,           /* module context */
+    ngx_http_apimon_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_apimon_init_process,          /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_apimon_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_apimon_default_key = ngx_string("$http_x_api_key");
+
+
+static void *
+ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_apimon_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->redis_addr = { 0, NULL };
+     *     amcf->redis_host = { 0, NULL };
+     *     amcf->redis_unix = { 0, NULL };
+     *     amcf->redis_password = { 0, NULL };
+     *     amcf->configured = 0;
+     */
+
+    amcf->redis_port = NGX_CONF_UNSET;
+    amcf->redis_db = NGX_CONF_UNSET;
+    amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+
+    return amcf;
+}
+
+
+static char *
+ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_apimon_main_conf_t *amcf = conf;
+
+    ngx_conf_init_value(amcf->redis_port, 6379);
+    ngx_conf_init_value(amcf->redis_db, 0);
+    ngx_conf_init_msec_value(amcf->connect_timeout,
+                             NGX_HTTP_APIMON_CONNECT_TIMEOUT);
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_apimon_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_apimon_loc_conf_t  *alcf;
+
+    alcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_apimon_loc_conf_t));
+    if (alcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     alcf->api = { 0, NULL };
+     *     alcf->hide_header = { 0, NULL };
+     *     alcf->hide_arg = { 0, NULL };
+     *     alcf->quota_unit = { 0, NULL };
+     *     alcf->rate_n_text = { 0, NULL };
+     *     ...
+     */
+
+    alcf->enable = NGX_CONF_UNSET;
+    alcf->key = NGX_CONF_UNSET_PTR;
+    alcf->hide_key = NGX_CONF_UNSET;
+    alcf->rate_n = NGX_CONF_UNSET_UINT;
+    alcf->rate_w = NGX_CONF_UNSET_UINT;
+    alcf->quota_n = NGX_CONF_UNSET_UINT;
+    alcf->quota_status = NGX_CONF_UNSET_UINT;
+    alcf->on_redis_error = NGX_CONF_UNSET_UINT;
+    alcf->legacy_headers = NGX_CONF_UNSET;
+    alcf->timeout = NGX_CONF_UNSET_MSEC;
+
+    return alcf;
+}
+
+
+static char *
+ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_apimon_loc_conf_t *prev = parent;
+    ngx_http_apimon_loc_conf_t *conf = child;
+
+    ngx_http_compile_complex_value_t   ccv;
+    ngx_http_apimon_main_conf_t       *amcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_str_value(conf->api, prev->api, "");
+    ngx_conf_merge_value(conf->hide_key, prev->hide_key, 1);
+    ngx_conf_merge_uint_value(conf->quota_status, prev->quota_status,
+                              NGX_HTTP_FORBIDDEN);
+    ngx_conf_merge_uint_value(conf->on_redis_error, prev->on_redis_error,
+                              NGX_HTTP_APIMON_REDIS_CLOSED);
+    ngx_conf_merge_value(conf->legacy_headers, prev->legacy_headers, 0);
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout,
+                              NGX_HTTP_APIMON_DEFAULT_TIMEOUT);
+
+    if (conf->rate_n == NGX_CONF_UNSET_UINT) {
+        conf->rate_n = (prev->rate_n == NGX_CONF_UNSET_UINT) ? 0
+                                                             : prev->rate_n;
+        conf->rate_w = (prev->rate_w == NGX_CONF_UNSET_UINT) ? 0
+                                                             : prev->rate_w;
+    }
+
+    if (conf->quota_n == NGX_CONF_UNSET_UINT) {
+        conf->quota_n = (prev->quota_n == NGX_CONF_UNSET_UINT) ? 0
+                                                               : prev->quota_n;
+        conf->quota_unit = prev->quota_unit;
+    }
+
+    if (conf->key == NGX_CONF_UNSET_PTR) {
+
+        if (prev->key == NGX_CONF_UNSET_PTR) {
+            prev->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+            if (prev->key == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+            ccv.cf = cf;
+            ccv.value = &ngx_http_apimon_default_key;
+            ccv.complex_value = prev->key;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_http_apimon_key_source(prev, &ngx_http_apimon_default_key);
+        }
+
+        conf->key = prev->key;
+        conf->hide_header = prev->hide_header;
+        conf->hide_arg = prev->hide_arg;
+    }
+
+    if (ngx_http_apimon_number_text(cf, &conf->rate_n_text, conf->rate_n)
+           != NGX_OK
+        || ngx_http_apimon_number_text(cf, &conf->rate_w_text, conf->rate_w)
+           != NGX_OK
+        || ngx_http_apimon_number_text(cf, &conf->quota_n_text, conf->quota_n)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->enable) {
+        amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apimon_module);
+
+        if (!amcf->configured) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"apimon\" is on, but \"apimon_redis\" "
+                               "is not set in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apimon_number_text(ngx_conf_t *cf, ngx_str_t *s, ngx_uint_t n)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(cf->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->data = p;
+    s->len = ngx_sprintf(p, "%ui", n) - p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apimon_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_apimon_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_apimon_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    if (ngx_http_apimon_handler_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_apimon_handler;
+
+    return ngx_http_apimon_headers_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_apimon_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        /* the cache manager and loader never check requests */
+        return NGX_OK;
+    }
+
+    amcf = NULL;
+
+    if (ngx_get_conf(cycle->conf_ctx, ngx_http_module)) {
+        amcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                   ngx_http_apimon_module);
+    }
+
+    return ngx_http_apimon_redis_init_process(cycle, amcf);
+}
+
+
+static void
+ngx_http_apimon_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_apimon_redis_exit_process(cycle);
+}
+
+
+/* apimon_redis <ip[:port]|[ipv6][:port]|unix:/path> [db=N] [password_file=F]
+ *              [connect_timeout=T] */
+
+static char *
+ngx_http_apimon_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_main_conf_t *amcf = conf;
+
+    char        *rv;
+    ngx_str_t   *value, s;
+    ngx_int_t    n;
+    ngx_msec_t   ms;
+    ngx_uint_t   i;
+
+    if (amcf->configured) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rv = ngx_http_apimon_redis_address(cf, amcf, &value[1]);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            n = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (n == NGX_ERROR || n > 65535) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"apimon_redis\": invalid database "
+                                   "number \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            amcf->redis_db = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password_file=", 14) == 0) {
+            s.data = value[i].data + 14;
+            s.len = value[i].len - 14;
+
+            rv = ngx_http_apimon_redis_password(cf, amcf, &s);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0) {
+            s.data = value[i].data + 16;
+            s.len = value[i].len - 16;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"apimon_redis\": invalid connect "
+                                   "timeout \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            amcf->connect_timeout = ms;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\": invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    amcf->configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_apimon_redis_address(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr)
+{
+    u_char     *p, *last, *colon;
+    ngx_str_t   host, port;
+    ngx_int_t   n;
+#if (NGX_HAVE_INET6)
+    u_char      buf[16];
+#endif
+
+    amcf->redis_addr = *addr;
+
+    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        p = ngx_pnalloc(cf->pool, addr->len - 5 + 1);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        (void) ngx_cpystrn(p, addr->data + 5, addr->len - 5 + 1);
+
+        amcf->redis_unix.data = p;
+        amcf->redis_unix.len = addr->len - 5;
+
+        return NGX_CONF_OK;
+    }
+
+    last = addr->data + addr->len;
+    port.len = 0;
+    port.data = NULL;
+
+    if (addr->len && addr->data[0] == '[') {
+        p = ngx_strlchr(addr->data, last, ']');
+        if (p == NULL) {
+            goto invalid;
+        }
+
+        host.data = addr->data + 1;
+        host.len = p - host.data;
+
+        if (p + 1 < last) {
+            if (p[1] != ':') {
+                goto invalid;
+            }
+
+            port.data = p + 2;
+            port.len = last - port.data;
+        }
+
+    } else {
+        colon = ngx_strlchr(addr->data, last, ':');
+
+        host.data = addr->data;
+        host.len = colon ? (size_t) (colon - addr->data) : addr->len;
+
+        if (colon) {
+            port.data = colon + 1;
+            port.len = last - port.data;
+        }
+    }
+
+    if (host.len == 0) {
+        goto invalid;
+    }
+
+    if (ngx_inet_addr(host.data, host.len) == INADDR_NONE
+#if (NGX_HAVE_INET6)
+        && ngx_inet6_addr(host.data, host.len, buf) != NGX_OK
+#endif
+       )
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\" needs a numeric IP address or "
+                           "a unix: socket path, not \"%V\" (host names "
+                           "would be resolved with a blocking call)", &host);
+        return NGX_CONF_ERROR;
+    }
+
+    if (port.len) {
+        n = ngx_atoi(port.data, port.len);
+        if (n < 1 || n > 65535) {
+            goto invalid;
+        }
+
+        amcf->redis_port = n;
+    }
+
+    p = ngx_pnalloc(cf->pool, host.len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(p, host.data, host.len + 1);
+
+    amcf->redis_host.data = p;
+    amcf->redis_host.len = host.len;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_redis\": invalid address \"%V\"", addr);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_apimon_redis_password(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file)
+{
+    u_char     *p;
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_str_t   name;
+    ngx_file_t  f;
+    u_char      buf[1024];
+
+    name = *file;
+
+    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"apimon_redis\": could not open password "
+                           "file \"%V\"", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = name;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, buf, sizeof(buf), 0);
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", &name);
+    }
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    if ((size_t) n == sizeof(buf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\": password file \"%V\" is "
+                           "too long", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
+                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    {
+        n--;
+    }
+
+    if (n == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\": password file \"%V\" is "
+                           "empty", &name);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, n);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, buf, n);
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    amcf->redis_password.data = p;
+    amcf->redis_password.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    ngx_str_t  *value;
+
+    if (alcf->api.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_apimon_valid_name(&value[1]) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_api\": invalid API name \"%V\", "
+                           "expected 1-64 of A-Z a-z 0-9 . _ -", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->api = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apimon_valid_name(ngx_str_t *name)
+{
+    u_char      ch;
+    ngx_uint_t  i;
+
+    if (name->len == 0 || name->len > 64) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        ch = name->data[i];
+
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')
+            || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-')
+        {
+            continue;
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (alcf->key != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "takes an empty value";
+    }
+
+    alcf->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (alcf->key == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = alcf->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_apimon_key_source(alcf, &value[1]);
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The key can be hidden from the upstream when it is exactly one
+ * "$http_<name>" (a request header) or "$arg_<name>" (a query argument).
+ */
+
+static void
+ngx_http_apimon_key_source(ngx_http_apimon_loc_conf_t *alcf,
+    ngx_str_t *value)
+{
+    ngx_str_t   name;
+    ngx_uint_t  i;
+
+    name = *value;
+
+    if (name.len < 2 || name.data[0] != '$') {
+        return;
+    }
+
+    name.data++;
+    name.len--;
+
+    if (name.data[0] == '{') {
+        if (name.data[name.len - 1] != '}') {
+            return;
+        }
+
+        name.data++;
+        name.len -= 2;
+    }
+
+    for (i = 0; i < name.len; i++) {
+        if (!((name.data[i] >= 'a' && name.data[i] <= 'z')
+              || (name.data[i] >= 'A' && name.data[i] <= 'Z')
+              || (name.data[i] >= '0' && name.data[i] <= '9')
+              || name.data[i] == '_'))
+        {
+            return;
+        }
+    }
+
+
+    if (name.len > 5 && ngx_strncasecmp(name.data, (u_char *) "http_", 5) == 0)
+    {
+        alcf->hide_header.data = name.data + 5;
+        alcf->hide_header.len = name.len - 5;
+        return;
+    }
+
+    if (name.len > 4 && ngx_strncasecmp(name.data, (u_char *) "arg_", 4) == 0) {
+        alcf->hide_arg.data = name.data + 4;
+        alcf->hide_arg.len = name.len - 4;
+    }
+}
+
+
+/* apimon_rate <N>r/s|r/m|r/h | off */
+
+static char *
+ngx_http_apimon_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_uint_t   w;
+
+    if (alcf->rate_n != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        alcf->rate_n = 0;
+        alcf->rate_w = 0;
+        return NGX_CONF_OK;
+    }
+
+    p = value[1].data;
+    len = value[1].len;
+
+    if (len < 4 || p[len - 3] != 'r' || p[len - 2] != '/') {
+        goto invalid;
+    }
+
+    switch (p[len - 1]) {
+    case 's':
+        w = 1;
+        break;
+    case 'm':
+        w = 60;
+        break;
+    case 'h':
+        w = 3600;
+        break;
+    default:
+        goto invalid;
+    }
+
+    n = ngx_atoi(p, len - 3);
+    if (n <= 0) {
+        goto invalid;
+    }
+
+    alcf->rate_n = n;
+    alcf->rate_w = w;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_rate\": invalid rate \"%V\", expected "
+                       "<N>r/s, <N>r/m or <N>r/h with N >= 1", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* apimon_quota <N> minute|hour|day|week|month | off */
+
+static char *
+ngx_http_apimon_quota(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    static ngx_str_t  units[] = {
+        ngx_string("minute"),
+        ngx_string("hour"),
+        ngx_string("day"),
+        ngx_string("week"),
+        ngx_string("month"),
+        ngx_null_string
+    };
+
+    if (alcf->quota_n != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+            alcf->quota_n = 0;
+            return NGX_CONF_OK;
+        }
+
+        goto invalid;
+    }
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n <= 0) {
+        goto invalid;
+    }
+
+    for (i = 0; units[i].len; i++) {
+        if (units[i].len == value[2].len
+            && ngx_strncmp(units[i].data, value[2].data, value[2].len) == 0)
+        {
+            alcf->quota_n = n;
+            alcf->quota_unit = units[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_quota\": invalid quota, expected "
+                       "<N> minute|hour|day|week|month with N >= 1, or off");
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (alcf->quota_status != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n < 400 || n > 599) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_quota_status\": status \"%V\" must be "
+                           "between 400 and 599", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->quota_status = n;
+
+    return NGX_CONF_OK;
+}
