@@ -200,6 +200,7 @@ sub items_by_line {
     my ($stripe) = @_;
     my %got;
     for my $it ($stripe->items) {
+        next unless defined $it->{metadata}{apimon_subscription};
         my $k = "$it->{metadata}{apimon_subscription}|$it->{metadata}{apimon_line}";
         die "duplicate item for $k\n" if $got{$k};
         $got{$k} = [ $it->{amount}, $it->{currency}, $it ];

@@ -61,7 +61,7 @@ sub _post {
 sub fault {
     my ($self, $type, %o) = @_;
     return $self->_post('/_fault', type => $type, count => $o{count} // 1,
-        seconds => $o{seconds} // 0, path => $o{path} // '/v1/invoiceitems',
+        seconds => $o{seconds} // 0, after => $o{after} // 0, path => $o{path} // '/v1/invoiceitems',
         method => $o{method} // 'POST');
 }
 
@@ -89,6 +89,7 @@ sub key_counts {
 sub stop {
     my ($self) = @_;
     return unless $self->{pid};
+    local ($?, $!);     # called from DESTROY: keep the test's exit status
     kill 'TERM', $self->{pid};
     waitpid $self->{pid}, 0;
     delete $self->{pid};
