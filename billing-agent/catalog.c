@@ -347,6 +347,9 @@ read_tier(const cJSON *t, const char *path, apimon_tier_t *tier, err_t *e)
         return bad(e, p, "required (null for the last tier)");
     }
     tier->up_to = -1;
+    if (!cJSON_IsNull(up) && !cJSON_IsNumber(up)) {
+        return bad(e, p, "must be an integer or null");
+    }
     if (!cJSON_IsNull(up) && get_int(t, "upTo", path, 1, 1, MAXN,
             &tier->up_to, e) != 0)
     {

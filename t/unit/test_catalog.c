@@ -275,7 +275,7 @@ static const struct {
     { TIERED("{'upTo':null}"),
       "plans[0].pricing.tiers[0]: needs unitAmount or flatAmount" },
     { TIERED("{'upTo':10,'unitAmount':1},{'upTo':'inf','unitAmount':1}"),
-      "plans[0].pricing.tiers[1].upTo: must be an integer" },
+      "plans[0].pricing.tiers[1].upTo: must be an integer or null" },
     { TIERED("{'upTo':0,'unitAmount':1},{'upTo':null,'unitAmount':1}"),
       "plans[0].pricing.tiers[0].upTo: must be >= 1" },
     { TIERED("{'upTo':null,'unitAmount':1},{'upTo':null,'unitAmount':1}"),
