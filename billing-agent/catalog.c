@@ -159,7 +159,7 @@ range_error(err_t *e, const char *p, int64_t min, int64_t max, int low)
 
 /*
  * JSON numbers reach us as cJSON's double: the one place a double is read.
- * Every bound here is at most 10^15 < 2^53, where doubles are exact, so the
+ * Every bound here is below 10^12 < 2^53, where doubles are exact, so the
  * range and integrality tests are exact too; money itself stays int64_t.
  */
 static int
