@@ -1032,6 +1032,19 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
 
 /* Redis */
 
+/* the location's apimon_redis_timeout, as for the request check */
+
+static ngx_msec_t
+ngx_http_apimon_admin_timeout(ngx_http_request_t *r)
+{
+    ngx_http_apimon_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_apimon_module);
+
+    return lcf->timeout;
+}
+
+
 static ngx_int_t
 ngx_http_apimon_admin_argv(ngx_http_request_t *r, ngx_str_t *args,
     ngx_uint_t nargs, const char ***argv, size_t **argvlen)
@@ -1096,7 +1109,7 @@ ngx_http_apimon_admin_script(ngx_http_request_t *r,
     ctx->call = ngx_http_apimon_redis_script(
                                        ngx_http_apimon_admin_script_index[script],
                                        (int) n, argv, argvlen,
-                                             NGX_HTTP_APIMON_ADMIN_TIMEOUT,
+                                             ngx_http_apimon_admin_timeout(r),
                                              ngx_http_apimon_admin_redis_done,
                                              ctx);
 
@@ -1123,7 +1136,7 @@ ngx_http_apimon_admin_command(ngx_http_request_t *r,
 
     ctx->reply = reply;
     ctx->call = ngx_http_apimon_redis_command((int) nargs, argv, argvlen,
-                                              NGX_HTTP_APIMON_ADMIN_TIMEOUT,
+                                              ngx_http_apimon_admin_timeout(r),
                                               ngx_http_apimon_admin_redis_done,
                                               ctx);
 
@@ -1448,8 +1461,11 @@ ngx_http_apimon_admin_token_line(ngx_conf_t *cf, ngx_array_t *tokens,
 
     } else {
         t->name.len = colon - p;
-        t->name.data = ngx_pstrdup(cf->pool, &t->name);
-        t->name.data = t->name.data ? t->name.data : p;
+        t->name.data = ngx_pnalloc(cf->pool, t->name.len);
+        if (t->name.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
         ngx_memcpy(t->name.data, p, t->name.len);
         token.data = colon + 1;
         token.len = last - colon - 1;

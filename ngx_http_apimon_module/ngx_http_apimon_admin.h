@@ -16,7 +16,6 @@
 #include <openssl/sha.h>
 
 
-#define NGX_HTTP_APIMON_ADMIN_TIMEOUT       5000
 #define NGX_HTTP_APIMON_ADMIN_MAX_SEGS      10
 #define NGX_HTTP_APIMON_ADMIN_MAX_ARGS      12
 #define NGX_HTTP_APIMON_ADMIN_PAGE          100

@@ -97,10 +97,14 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
             return NULL;
         }
 
+        if (cJSON_GetObjectItemCaseSensitive(quota, "limit") == NULL) {
+            return out;     /* the plan has no quota: {} */
+        }
+
         ngx_http_apimon_admin_copy_number(q, "limit", quota, "limit");
         ngx_http_apimon_admin_copy_number(q, "used", quota, "used");
         ngx_http_apimon_admin_copy_number(q, "remaining", quota, "remaining");
-        ngx_http_apimon_admin_copy_string(q, "unit", quota, "unit");
+        ngx_http_apimon_admin_copy_string(q, "unit", raw, "quota_unit");
         ngx_http_apimon_admin_copy_string(q, "periodStart", quota,
                                           "periodStart");
         ngx_http_apimon_admin_copy_string(q, "periodEnd", quota, "periodEnd");
@@ -389,6 +393,13 @@ ngx_http_apimon_admin_owner_reply(ngx_http_request_t *r,
     cJSON  *json;
 
     json = ngx_http_apimon_admin_parse(r, reply);
+
+    if (ctx->status == NGX_HTTP_CREATED
+        && ngx_http_apimon_admin_location(r, &ctx->owner) != NGX_OK)
+    {
+        cJSON_Delete(json);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return ngx_http_apimon_admin_send(r, ctx->status, json);
 }
