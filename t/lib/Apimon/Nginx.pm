@@ -99,6 +99,22 @@ elapsed time. Status 599 is HTTP::Tiny's own (connection failed).
 
 =back
 
+=head1 FUNCTIONS
+
+=over
+
+=item enforcement_catalog() - a catalog JSON text for the enforcement tests
+
+Products C<weather> [forecast, history] and C<maps> [tiles]. Plans (all free):
+C<open> (weather, no limit), C<small> (weather, quota 3 per day), C<slow>
+(weather, 2 per second), C<hourly> (weather, 1 per hour), C<maps> (maps, no
+limit), C<manual> (weather, manual approval, no limit).
+
+=item subscribe($redis, $plan, %o) - a subscription of C<dev@example.com>
+(created on first use) to that plan; the hash of C<create_subscription>.
+
+=back
+
 =head1 ENVIRONMENT
 
 C<APIMON_BUILD> (default: C<build/> of the repository) holds
@@ -455,6 +471,41 @@ sub request {
 sub get {
     my ($self, $path, %headers) = @_;
     return $self->request('GET', $path, headers => \%headers);
+}
+
+sub enforcement_catalog {
+    return <<'JSON';
+{
+  "products": [
+    { "name": "weather", "displayName": "Weather", "apis": ["forecast", "history"] },
+    { "name": "maps", "displayName": "Maps", "apis": ["tiles"] }
+  ],
+  "plans": [
+    { "name": "open", "product": "weather", "pricing": { "model": "free" } },
+    { "name": "small", "product": "weather", "quota": { "limit": 3, "period": "day" },
+      "pricing": { "model": "free" } },
+    { "name": "slow", "product": "weather", "rateLimit": { "limit": 2, "per": "second" },
+      "pricing": { "model": "free" } },
+    { "name": "hourly", "product": "weather", "rateLimit": { "limit": 1, "per": "hour" },
+      "pricing": { "model": "free" } },
+    { "name": "maps", "product": "maps", "pricing": { "model": "free" } },
+    { "name": "manual", "product": "weather", "approval": "manual",
+      "pricing": { "model": "free" } }
+  ]
+}
+JSON
+}
+
+sub subscribe {
+    my ($redis, $plan, %o) = @_;
+    my $owner = 'dev@example.com';
+    unless ($redis->{_apimon_dev}++) {
+        eval { $redis->put_developer($owner, { firstName => 'Dev', lastName => 'Eloper',
+                                               userName => 'dev' }) };
+    }
+    my %products = (maps => 'maps');
+    return $redis->create_subscription(owner => $owner, plan => $plan,
+                                       product => $products{$plan} // 'weather', %o);
 }
 
 sub DESTROY {
