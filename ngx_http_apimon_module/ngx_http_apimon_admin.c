@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_apimon_admin_handler(ngx_http_request_t *r);
 static void ngx_http_apimon_admin_body_handler(ngx_http_request_t *r);
 static void ngx_http_apimon_admin_run(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_apimon_admin_final(ngx_http_apimon_admin_ctx_t *ctx,
+    ngx_int_t rc);
 static void ngx_http_apimon_admin_cleanup(void *data);
 static ngx_int_t ngx_http_apimon_admin_auth(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
@@ -193,10 +195,41 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
     ctx->request = r;
     ngx_http_set_ctx(r, ctx, ngx_http_apimon_admin_module);
 
+    /* bad requests are answered at once; NGX_DONE: answered */
+
+    op = NULL;
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apimon_admin_module);
+
     rc = ngx_http_apimon_admin_auth(r, ctx);
 
     if (rc == NGX_OK) {
         rc = ngx_http_apimon_admin_route(r, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        ep = &ngx_http_apimon_admin_endpoints[ctx->endpoint];
+
+        for (i = 0; i < 2; i++) {
+            if (ep->ops[i].method == r->method) {
+                op = &ep->ops[i];
+                break;
+            }
+        }
+
+        if (op == NULL) {
+            rc = ngx_http_apimon_admin_error(r, NGX_HTTP_NOT_ALLOWED,
+                                             "method %V not allowed here "
+                                             "(allowed: %V)",
+                                             &r->method_name, &ep->allow);
+
+        } else if (op->body
+                   && r->headers_in.content_length_n > (off_t) alcf->body_max)
+        {
+            rc = ngx_http_apimon_admin_error(r,
+                                     NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                     "request body is larger than %uz bytes",
+                                     alcf->body_max);
+        }
     }
 
     if (rc != NGX_OK) {
@@ -204,28 +237,7 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
             r->keepalive = 0;
         }
 
-        return rc;
-    }
-
-    ep = &ngx_http_apimon_admin_endpoints[ctx->endpoint];
-    op = NULL;
-
-    for (i = 0; i < 2; i++) {
-        if (ep->ops[i].method == r->method) {
-            op = &ep->ops[i];
-            break;
-        }
-    }
-
-    if (op == NULL) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
-
-        return ngx_http_apimon_admin_error(r, NGX_HTTP_NOT_ALLOWED,
-                                           "method %V not allowed here "
-                                           "(allowed: %V)",
-                                           &r->method_name, &ep->allow);
+        return ngx_http_apimon_admin_final(ctx, rc);
     }
 
     ctx->start = op->start;
@@ -239,19 +251,6 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
         r->main->count++;
         ngx_http_apimon_admin_run(r, ctx);
         return NGX_DONE;
-    }
-
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apimon_admin_module);
-
-    if (r->headers_in.content_length_n > (off_t) alcf->body_max) {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            r->keepalive = 0;
-        }
-
-        return ngx_http_apimon_admin_error(r,
-                                     NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                     "request body is larger than %uz bytes",
-                                     alcf->body_max);
     }
 
     r->request_body_in_single_buf = 1;
@@ -278,7 +277,7 @@ ngx_http_apimon_admin_body_handler(ngx_http_request_t *r)
     rc = ngx_http_apimon_admin_read_json(r, ctx);
 
     if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_finalize_request(r, ngx_http_apimon_admin_final(ctx, rc));
         return;
     }
 
@@ -303,7 +302,19 @@ ngx_http_apimon_admin_run(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_finalize_request(r, rc);
+    ngx_http_finalize_request(r, ngx_http_apimon_admin_final(ctx, rc));
+}
+
+
+/*
+ * NGX_DONE from a step means "answered" (an error was sent): the result
+ * of sending it is in ctx->rc.
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_final(ngx_http_apimon_admin_ctx_t *ctx, ngx_int_t rc)
+{
+    return (rc == NGX_DONE) ? ctx->rc : rc;
 }
 
 
@@ -998,8 +1009,9 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "apimon admin: %ui: %s", status, detail);
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_apimon_admin_module);
+
     if (status == NGX_HTTP_NOT_ALLOWED) {
-        ctx = ngx_http_get_module_ctx(r, ngx_http_apimon_admin_module);
         ep = &ngx_http_apimon_admin_endpoints[ctx->endpoint];
 
         if (ngx_http_apimon_admin_header(r, "Allow", &ep->allow) != NGX_OK) {
@@ -1026,7 +1038,10 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_type = ngx_http_apimon_admin_problem_type;
     r->headers_out.content_type_len = ngx_http_apimon_admin_problem_type.len;
 
-    return ngx_http_apimon_admin_send(r, status, json);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_apimon_admin_module);
+    ctx->rc = ngx_http_apimon_admin_send(r, status, json);
+
+    return NGX_DONE;
 }
 
 
@@ -1228,7 +1243,7 @@ ngx_http_apimon_admin_redis_done(redisReply *reply, const char *err,
     }
 
     if (ctx->call == NULL) {
-        ngx_http_finalize_request(r, rc);
+        ngx_http_finalize_request(r, ngx_http_apimon_admin_final(ctx, rc));
     }
 
     ngx_http_run_posted_requests(c);

@@ -76,6 +76,7 @@ struct ngx_http_apimon_admin_ctx_s {
 
     cJSON                           *body;
     ngx_uint_t                       status;      /* of a success */
+    ngx_int_t                        rc;          /* of sending an error */
 
     ngx_str_t                        from;        /* usage days, YYYYMMDD */
     ngx_str_t                        to;

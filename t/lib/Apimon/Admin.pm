@@ -1,0 +1,158 @@
+package Apimon::Admin;
+
+# Test helpers for the management API (t/3*): an nginx configuration with an
+# admin location, a protected location proxying to a local upstream, and a
+# small JSON client. Core Perl only.
+
+=head1 NAME
+
+Apimon::Admin - management API client and nginx configuration for tests
+
+=head1 SYNOPSIS
+
+    my $r = Apimon::Redis->start;
+    my $n = Apimon::Admin::start_nginx($r, tokens => "portal:" . ('p' x 32) . "\n");
+    my $api = Apimon::Admin->new(nginx => $n, token => 'p' x 32);
+    my $res = $api->post('/developers', { email => 'ann@example.com' });
+    is($res->{status}, 201);
+    is($res->{json}{email}, 'ann@example.com');
+    my $c = $api->call($key);             # GET /weather/ with X-API-Key
+
+=head1 FUNCTIONS
+
+=over
+
+=item start_nginx($redis, %o)
+
+Starts nginx (Apimon::Nginx) with C<location /apimon/ { apimon_admin; ... }>,
+C<location /weather/ { apimon on; apimon_api forecast; proxy_pass ... }> (and
+C</maps/> for the API C<tiles>) proxying to the harness's C<backend>. Options: C<tokens> (the token file's text;
+C<undef> = no C<apimon_admin_token_file>), C<admin> (more directives for the
+admin location), C<http> (more directives at http level).
+
+=item $api->request($method, $path, $body, %o)
+
+C<$path> is relative to C</apimon/v1/organizations/default> unless it starts
+with C<//> (then relative to the server: C<//apimon/v1/...>). C<$body>: a
+Perl structure (sent as JSON), a string (sent as is) or undef. C<token>
+overrides the token (C<undef>: no Authorization header), C<headers> adds
+headers. Returns C<{ status, headers, json, content }>; C<json> is the
+decoded body when it is JSON.
+
+=item get/post/put($path, ...) - request with that method
+
+=item own_log($nginx)
+
+The error log without nginx's own debug lines that echo request and response
+headers and variable values (C<http header: ">, C<http script var: ">,
+C<http proxy header:>), which hold whatever a client sent: what remains is
+what nginx and apimon chose to log.
+
+=item $api->call($key, %o) - a call to the protected location (C<path>, default C</weather/today>); the response hash
+
+=back
+
+=cut
+
+use strict;
+use warnings;
+use HTTP::Tiny;
+use JSON::PP;
+use Apimon::Nginx;
+
+our $JSON = JSON::PP->new->canonical->allow_nonref;
+our $TOKEN = 'portal-token-0123456789abcdef';
+our $ORG_BASE = '/apimon/v1/organizations/default';
+
+sub start_nginx {
+    my ($redis, %o) = @_;
+    my $tokens = exists $o{tokens} ? $o{tokens} : "portal:$TOKEN\n";
+    my $n = Apimon::Nginx->new;
+    my $file = '';
+    if (defined $tokens) {
+        my $path = $n->prefix . '/admin.tokens';
+        open my $fh, '>', $path or die "$path: $!";
+        print $fh $tokens;
+        close $fh;
+        $file = "apimon_admin_token_file $path;";
+    }
+    my $admin = $o{admin} // '';
+    my $http = $o{http} // '';
+    $n->start(redis => $redis, http => $http, server => <<"SERVER");
+        location /apimon/ {
+            apimon_admin;
+            $file
+            $admin
+        }
+
+        location /weather/ {
+            apimon on;
+            apimon_api forecast;
+            proxy_pass http://backend;
+        }
+
+        location /maps/ {
+            apimon on;
+            apimon_api tiles;
+            proxy_pass http://backend;
+        }
+SERVER
+    return $n;
+}
+
+sub own_log {
+    my ($n) = @_;
+    return join "\n", grep { !/\[debug\].*(?:http header: "|http script var: "|http proxy header:)/ }
+        split /\n/, $n->error_log;
+}
+
+sub new {
+    my ($class, %o) = @_;
+    return bless {
+        nginx => $o{nginx},
+        token => exists $o{token} ? $o{token} : $TOKEN,
+        http  => HTTP::Tiny->new(timeout => 10, keep_alive => 0),
+    }, $class;
+}
+
+sub url {
+    my ($self, $path) = @_;
+    my $p = $path =~ m{^//} ? substr($path, 1) : $ORG_BASE . $path;
+    return 'http://127.0.0.1:' . $self->{nginx}->http_port . $p;
+}
+
+sub request {
+    my ($self, $method, $path, $body, %o) = @_;
+    my %h = %{ $o{headers} || {} };
+    my $token = exists $o{token} ? $o{token} : $self->{token};
+    $h{Authorization} //= "Bearer $token" if defined $token;
+    my %args = (headers => \%h);
+    if (defined $body) {
+        $args{content} = ref $body ? $JSON->encode($body) : $body;
+        $h{'Content-Type'} //= 'application/json';
+    }
+    my $res = $self->{http}->request($method, $self->url($path), \%args);
+    my $out = { status => $res->{status}, headers => $res->{headers},
+                content => $res->{content} };
+    my $ct = $res->{headers}{'content-type'} // '';
+    if ($ct =~ m{^application/(problem\+)?json} && length($res->{content} // '')) {
+        $out->{json} = eval { $JSON->decode($res->{content}) };
+    }
+    return $out;
+}
+
+sub get  { my $s = shift; $s->request('GET', @_) }
+sub post { my $s = shift; $s->request('POST', @_) }
+sub put  { my $s = shift; $s->request('PUT', @_) }
+
+sub call {
+    my ($self, $key, %o) = @_;
+    my %h;
+    $h{'X-API-Key'} = $key if defined $key;
+    my $res = $self->{http}->request('GET',
+        'http://127.0.0.1:' . $self->{nginx}->http_port . ($o{path} // '/weather/today'),
+        { headers => \%h });
+    return $res;
+}
+
+1;
