@@ -299,6 +299,10 @@ ngx_http_apimon_admin_run(ngx_http_request_t *r,
     rc = ctx->start(r, ctx);
 
     if (ctx->call) {
+        /* a client that goes away ends the request (499): its pool
+         * cleanup then cancels the call */
+        r->read_event_handler = ngx_http_test_reading;
+        r->write_event_handler = ngx_http_request_empty_handler;
         return;
     }
 

@@ -26,19 +26,39 @@ like($res->{headers}{'content-type'}, qr{^application/problem\+json}, 'problem+j
 like($res->{json}{detail}, qr/redis is unavailable/, 'detail');
 ok(time - $t0 < 5, 'answered within the timeout');
 
-# a client that gives up while its call is in flight
-for my $path ('/developers', '/developers/ann@example.com/subscriptions') {
+$r->kill_cont;
+is($api->get('/developers/ann@example.com')->{status}, 200, 'Redis back: served');
+$n->stop;
+
+# --- a client that gives up while its call is in flight: the request ends
+# (499) and its call is dropped; the late replies are ignored
+$n = Apimon::Admin::start_nginx($r, admin => 'apimon_redis_timeout 5s;');
+$api = Apimon::Admin->new(nginx => $n);
+$r->kill_stop;
+my @socks;
+for my $path ('/developers', '/developers/ann@example.com/subscriptions', '/developers/ann@example.com') {
     my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $n->http_port) or die $!;
     my $body = '{"email": "carl@example.com", "apiproduct": "weather", "plan": "weather-free"}';
-    print $s "POST $Apimon::Admin::ORG_BASE$path HTTP/1.1\r\nHost: x\r\n"
+    my $method = $path =~ /ann\@example.com$/ ? 'GET' : 'POST';
+    print $s "$method $Apimon::Admin::ORG_BASE$path HTTP/1.1\r\nHost: x\r\n"
            . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
-    sleep 0.1;
-    close $s;
+    push @socks, $s;
 }
-sleep 0.5;
+sleep 0.3;
+close $_ for @socks;
+my $until = time + 3;
+my $closed;
+while (time < $until) {
+    $closed = () = $n->error_log =~ /client prematurely closed connection/g;
+    last if $closed >= 3;
+    sleep 0.05;
+}
+is($closed, 3, 'each abandoned request ends at once, while Redis still hangs');
 $r->kill_cont;
-sleep 0.2;
-is($api->get('/developers/ann@example.com')->{status}, 200, 'Redis back: served');
+sleep 0.3;
+$res = $api->get('/developers/ann@example.com');
+is($res->{status}, 200, 'Redis back: served after the dropped replies');
+is($res->{json}{email}, 'ann@example.com', 'with its own answer');
 
 # --- Redis gone
 $r->stop;
