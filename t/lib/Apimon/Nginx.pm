@@ -154,6 +154,8 @@ sub new {
         conf    => {},
         owner   => $$,
     }, $class;
+    # as root, the workers run as "nobody": they must read files under it
+    chmod 0755, $self->{prefix};
     mkdir "$self->{prefix}/$_" for qw(logs tmp conf);
     return $self;
 }
@@ -360,15 +362,19 @@ sub reload {
         _write($self->conf_file, $self->_config(%o));
     }
     my $offset = length _slurp($self->error_log_file);
+    my @old = grep { $_ != $self->{pid} } $self->pids;
     kill 'HUP', $self->{pid};
     my $deadline = time + ($VALGRIND ? 60 : 10);
     while (time < $deadline) {
         my ($n, $log) = $self->_workers_since($offset);
         return 0 if $log =~ /\[emerg\]/;
         if ($VALGRIND) {
-            return 1 if $log =~ /reconfiguring/ && $log =~ /apimon|start|using/;
+            return 1 if $log =~ /reconfiguring/;
         } elsif ($n >= $self->{workers}) {
-            sleep 0.1;
+            # the old workers stop accepting, then exit
+            while (time < $deadline && grep { kill 0, $_ } @old) {
+                sleep 0.02;
+            }
             return 1;
         }
         sleep 0.02;
@@ -422,6 +428,10 @@ sub stop {
     }
     # workers of a killed master
     sleep 0.05;
+
+    if ($ENV{APIMON_SHOW_LOG}) {
+        Test::More::diag($_) for grep { !/\[debug\]/ } split /\n/, $self->error_log;
+    }
 
     my @alerts = $self->alerts;
     if (@alerts) {
