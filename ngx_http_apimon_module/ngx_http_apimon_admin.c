@@ -157,7 +157,8 @@ static const char  *ngx_http_apimon_admin_script_names[] = {
 };
 
 /* the transport's indexes of those scripts */
-static ngx_uint_t  ngx_http_apimon_admin_script_index[NGX_HTTP_APIMON_ADMIN_NSCRIPTS];
+static ngx_uint_t
+    ngx_http_apimon_admin_script_index[NGX_HTTP_APIMON_ADMIN_NSCRIPTS];
 
 
 static ngx_str_t  ngx_http_apimon_admin_json_type =
@@ -1126,11 +1127,10 @@ ngx_http_apimon_admin_script(ngx_http_request_t *r,
 
     ctx->reply = reply;
     ctx->call = ngx_http_apimon_redis_script(
-                                       ngx_http_apimon_admin_script_index[script],
-                                       (int) n, argv, argvlen,
-                                             ngx_http_apimon_admin_timeout(r),
-                                             ngx_http_apimon_admin_redis_done,
-                                             ctx);
+                                   ngx_http_apimon_admin_script_index[script],
+                                   (int) n, argv, argvlen,
+                                   ngx_http_apimon_admin_timeout(r),
+                                   ngx_http_apimon_admin_redis_done, ctx);
 
     if (ctx->call == NULL) {
         return ngx_http_apimon_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1326,7 +1326,8 @@ ngx_http_apimon_admin_page(ngx_http_request_t *r,
         if (n < 1 || n > NGX_HTTP_APIMON_ADMIN_PAGE_MAX) {
             return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                          "count: must be an integer from 1 "
-                                         "to %d", NGX_HTTP_APIMON_ADMIN_PAGE_MAX);
+                                         "to %d",
+                                         NGX_HTTP_APIMON_ADMIN_PAGE_MAX);
         }
 
         ctx->count = n;

@@ -84,7 +84,7 @@ struct ngx_http_apimon_admin_ctx_s {
 
     u_char                           sub_id[NGX_HTTP_APIMON_SUB_ID_LEN];
     u_char                           keys[2][NGX_HTTP_APIMON_KEY_LEN];
-    unsigned                         key_set:2;   /* bit 0 primary, 1 secondary */
+    unsigned                         key_set:2;   /* 1 primary, 2 secondary */
 };
 
 

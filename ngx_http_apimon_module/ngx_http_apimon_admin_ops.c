@@ -256,7 +256,9 @@ ngx_http_apimon_admin_owners_list(ngx_http_request_t *r,
         return rc;
     }
 
-    return ngx_http_apimon_admin_script(r, ctx, NGX_HTTP_APIMON_ADMIN_OWNER_LIST_SCRIPT, NULL,
+    return ngx_http_apimon_admin_script(r, ctx,
+                                        NGX_HTTP_APIMON_ADMIN_OWNER_LIST_SCRIPT,
+                                        NULL,
                                         args, 3,
                                         ngx_http_apimon_admin_owners_reply);
 }
@@ -334,7 +336,9 @@ ngx_http_apimon_admin_owner_put(ngx_http_request_t *r,
     ngx_str_set(&args[4], "0");
     ngx_http_apimon_admin_client(r, &args[5], &args[6]);
 
-    return ngx_http_apimon_admin_script(r, ctx, NGX_HTTP_APIMON_ADMIN_OWNER_PUT_SCRIPT, NULL,
+    return ngx_http_apimon_admin_script(r, ctx,
+                                        NGX_HTTP_APIMON_ADMIN_OWNER_PUT_SCRIPT,
+                                        NULL,
                                         args, 7,
                                         ngx_http_apimon_admin_owner_reply);
 }
@@ -512,7 +516,8 @@ ngx_http_apimon_admin_subs_list(ngx_http_request_t *r,
                                            "name");
     }
 
-    return ngx_http_apimon_admin_script(r, ctx, NGX_HTTP_APIMON_ADMIN_SUB_LIST_SCRIPT,
+    return ngx_http_apimon_admin_script(r, ctx,
+                                        NGX_HTTP_APIMON_ADMIN_SUB_LIST_SCRIPT,
                                         NULL, args, 4,
                                         ngx_http_apimon_admin_subs_reply);
 }
@@ -703,7 +708,8 @@ ngx_http_apimon_admin_sub_get(ngx_http_request_t *r,
     args[2] = ctx->owner;
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, NGX_HTTP_APIMON_ADMIN_SUB_VIEW_SCRIPT,
+    return ngx_http_apimon_admin_script(r, ctx,
+                                        NGX_HTTP_APIMON_ADMIN_SUB_VIEW_SCRIPT,
                                         &key, args, 3,
                                         ngx_http_apimon_admin_sub_reply);
 }
@@ -769,7 +775,8 @@ ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
     ngx_http_apimon_admin_client(r, &args[5], &args[6]);
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, NGX_HTTP_APIMON_ADMIN_SUB_KEY_SCRIPT,
+    return ngx_http_apimon_admin_script(r, ctx,
+                                        NGX_HTTP_APIMON_ADMIN_SUB_KEY_SCRIPT,
                                         &key, args, 7,
                                         ngx_http_apimon_admin_sub_reply);
 }
@@ -931,7 +938,7 @@ ngx_http_apimon_admin_sub_usage(ngx_http_request_t *r,
     if (to - from >= NGX_HTTP_APIMON_ADMIN_USAGE_DAYS) {
         return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                            "to: at most %d days after from",
-                                           NGX_HTTP_APIMON_ADMIN_USAGE_DAYS - 1);
+                                        NGX_HTTP_APIMON_ADMIN_USAGE_DAYS - 1);
     }
 
     if (ngx_http_apimon_admin_sub_key_name(r, &ctx->name, &key) != NGX_OK) {
@@ -995,6 +1002,7 @@ ngx_http_apimon_admin_usage_reply(ngx_http_request_t *r,
     u_char      *f, *api, *what, *last;
     size_t       i;
     cJSON       *out, *list, *row, *item;
+    ngx_str_t    prev;
     double       n, accepted, refused;
     redisReply  *field, *value;
 
@@ -1021,6 +1029,7 @@ ngx_http_apimon_admin_usage_reply(ngx_http_request_t *r,
     }
 
     row = NULL;
+    ngx_str_null(&prev);
     accepted = 0;
     refused = 0;
 
@@ -1046,16 +1055,11 @@ ngx_http_apimon_admin_usage_reply(ngx_http_request_t *r,
         n = (value->type == REDIS_REPLY_STRING) ? strtod(value->str, NULL)
                                                 : (double) value->integer;
 
+        /* a new "<day>|<api>|" starts a new row */
+
         if (row == NULL
-            || ngx_strncmp(cJSON_GetObjectItem(row, "api")->valuestring,
-                           api, what - api) != 0
-            || cJSON_GetObjectItem(row, "api")->valuestring[what - api] != '\0'
-            || ngx_strncmp(cJSON_GetObjectItem(row, "date")->valuestring, f, 4)
-               != 0
-            || ngx_strncmp(cJSON_GetObjectItem(row, "date")->valuestring + 5,
-                           f + 4, 2) != 0
-            || ngx_strncmp(cJSON_GetObjectItem(row, "date")->valuestring + 8,
-                           f + 6, 2) != 0)
+            || (size_t) (what - f) != prev.len
+            || ngx_strncmp(f, prev.data, prev.len) != 0)
         {
             row = ngx_http_apimon_admin_usage_row(f, api, what - api);
             if (row == NULL) {
@@ -1064,6 +1068,8 @@ ngx_http_apimon_admin_usage_reply(ngx_http_request_t *r,
             }
 
             cJSON_AddItemToArray(list, row);
+            prev.data = f;
+            prev.len = what - f;
         }
 
         what++;
