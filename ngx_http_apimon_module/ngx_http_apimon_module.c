@@ -33,18 +33,13 @@ static char *ngx_http_apimon_quota(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_apimon_on_redis_error(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_apimon_valid_name(ngx_str_t *name);
 static void ngx_http_apimon_key_source(ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *value);
 static ngx_int_t ngx_http_apimon_number_text(ngx_conf_t *cf, ngx_str_t *s,
     ngx_uint_t n);
-
-
-static ngx_conf_enum_t  ngx_http_apimon_on_redis_error[] = {
-    { ngx_string("closed"), NGX_HTTP_APIMON_REDIS_CLOSED },
-    { ngx_string("open"), NGX_HTTP_APIMON_REDIS_OPEN },
-    { ngx_null_string, 0 }
-};
 
 
 static ngx_command_t  ngx_http_apimon_commands[] = {
@@ -114,10 +109,10 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_on_redis_error"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_apimon_on_redis_error,
       NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
-      &ngx_http_apimon_on_redis_error },
+      0,
+      NULL },
 
     { ngx_string("apimon_legacy_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -962,4 +957,34 @@ ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     alcf->quota_status = n;
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_apimon_on_redis_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apimon_loc_conf_t *alcf = conf;
+
+    ngx_str_t  *value;
+
+    if (alcf->on_redis_error != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 4 && ngx_strncmp(value[1].data, "open", 4) == 0) {
+        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_OPEN;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len == 6 && ngx_strncmp(value[1].data, "closed", 6) == 0) {
+        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_CLOSED;
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_on_redis_error\": invalid value \"%V\", "
+                       "expected \"open\" or \"closed\"", &value[1]);
+    return NGX_CONF_ERROR;
 }
