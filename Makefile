@@ -71,7 +71,8 @@ test-valgrind: all
 	APIMON_BUILD=$(BUILD) APIMON_VALGRIND=1 prove -r t/
 
 bench: all
-	bash bench/run.sh
+	APIMON_BUILD=$(BUILD) perl bench/module.pl
+	@if [ -f bench/agent.sh ]; then APIMON_BUILD=$(BUILD) bash bench/agent.sh; fi
 
 demo: all
 	bash docs/demo.sh

@@ -1,0 +1,146 @@
+#!/usr/bin/perl
+# make bench, part 1: plain nginx proxy vs the same proxy with apimon enforcing
+# key + rate + quota, measured in one run on this machine with wrk.
+#
+# Both locations live in one nginx (same workers, same upstream, keepalive),
+# so the only difference is the access check. Prints req/s, p99 and the ratio.
+# Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (50),
+# BENCH_THREADS (2), BENCH_WORKERS (nginx worker_processes, 2).
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/../t/lib";
+use File::Temp qw(tempdir);
+use POSIX qw(:sys_wait_h);
+use Time::HiRes qw(sleep);
+use IO::Socket::IP;
+use Apimon::Redis;
+
+my $dur     = $ENV{BENCH_DURATION}    || 10;
+my $conns   = $ENV{BENCH_CONNECTIONS} || 50;
+my $threads = $ENV{BENCH_THREADS}     || 2;
+my $workers = $ENV{BENCH_WORKERS}     || 2;
+my $build   = $ENV{APIMON_BUILD}      || "$FindBin::Bin/../build";
+
+system('which wrk >/dev/null 2>&1') == 0 or die "wrk is not installed (apt-get install wrk)\n";
+
+my $redis = Apimon::Redis->start;
+
+# one product, one plan whose limits never refuse during the run: the check
+# still evaluates and counts every window
+$redis->apply_catalog(<<'JSON');
+{"products": [{"name": "bench", "displayName": "Bench", "apis": ["echo"]}],
+ "plans": [{"name": "bench-gold", "product": "bench", "displayName": "Gold",
+            "rateLimit": {"limit": 1000000, "per": "second"},
+            "quota": {"limit": 1000000000, "period": "month"},
+            "pricing": {"model": "flat", "currency": "usd", "amount": 1000}}]}
+JSON
+$redis->put_developer('bench@example.com', { firstName => 'Bench', lastName => 'User', userName => 'bench' });
+my $sub = $redis->create_subscription(owner => 'bench@example.com', product => 'bench',
+                                      plan => 'bench-gold');
+my $key = $sub->{primary};
+
+my $dir = tempdir('apimon-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+mkdir "$dir/logs";
+my $port = free_port();
+my $up   = free_port();
+my $rport = $redis->port;
+
+open my $f, '>', "$dir/nginx.conf" or die $!;
+print $f <<"CONF";
+load_module $build/ngx_http_apimon_module.so;
+worker_processes $workers;
+daemon off;
+pid $dir/logs/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    proxy_temp_path $dir/proxy;
+    apimon_redis 127.0.0.1:$rport;
+
+    upstream backend { server 127.0.0.1:$up; keepalive 64; }
+    server { listen 127.0.0.1:$up; location / { return 200 "ok\\n"; } }
+
+    server {
+        listen 127.0.0.1:$port;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+
+        location /plain/ { proxy_pass http://backend; }
+
+        location /api/ {
+            apimon on;
+            apimon_api echo;
+            apimon_rate 1000000r/s;
+            apimon_quota 1000000000 day;
+            proxy_pass http://backend;
+        }
+    }
+}
+CONF
+close $f;
+
+my $pid = fork // die;
+if (!$pid) {
+    open STDOUT, '>', "$dir/logs/stdout"; open STDERR, '>&', \*STDOUT;
+    exec 'nginx', '-p', "$dir/", '-c', "$dir/nginx.conf" or POSIX::_exit(127);
+}
+wait_port($port);
+
+# sanity: the protected location really enforces (401 without a key)
+my $probe = `curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/api/x`;
+my $ok    = `curl -s -o /dev/null -w '%{http_code}' -H 'X-API-Key: $key' http://127.0.0.1:$port/api/x`;
+die "sanity check failed: no key → $probe, key → $ok\n" unless $probe eq '401' && $ok eq '200';
+
+wrk("/plain/", "", 3);                                      # warm up
+wrk("/api/", $key, 3);
+my $plain  = wrk("/plain/", "", $dur);
+my $apimon = wrk("/api/", $key, $dur);
+
+# where the time goes on the Redis side
+my ($evalsha) = $redis->cmd('INFO', 'commandstats') =~ /^cmdstat_evalsha:(\S+)/m;
+my ($rcpu) = $redis->cmd('INFO', 'cpu') =~ /^used_cpu_user:(\S+)/m;
+
+kill 'QUIT', $pid;
+waitpid $pid, 0;
+$redis->stop;
+
+printf "\nmodule benchmark: wrk -t%d -c%d -d%ds, nginx worker_processes %d, cores %s\n",
+    $threads, $conns, $dur, $workers, `nproc` =~ s/\s+//r;
+printf "  %-28s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
+printf "  %-28s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
+printf "  ratio apimon/plain: %.2f\n", $apimon->{rps} / $plain->{rps};
+printf "  redis: evalsha %s; user cpu %ss\n", $evalsha // '-', $rcpu // '-';
+
+sub wrk {
+    my ($path, $k, $d) = @_;
+    my @h = $k ne '' ? ('-H', "X-API-Key: $k") : ();
+    my $out = `wrk -t$threads -c$conns -d${d}s --latency @{[map { "'$_'" } @h]} http://127.0.0.1:$port${path}bench 2>&1`;
+    my ($rps) = $out =~ /Requests\/sec:\s+([\d.]+)/;
+    my ($p99) = $out =~ /^\s+99%\s+(\S+)/m;
+    my ($non) = $out =~ /Non-2xx or 3xx responses:\s+(\d+)/;
+    die "wrk failed:\n$out" unless $rps;
+    return { rps => $rps, p99 => $p99 // '?', errors => $non // 0 };
+}
+
+sub fmt { my $n = sprintf '%.0f', shift; 1 while $n =~ s/^(\d+)(\d{3})/$1,$2/; $n }
+
+sub free_port {
+    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 1) or die $!;
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+sub wait_port {
+    my ($p) = @_;
+    for (1 .. 200) {
+        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $p, Timeout => 1);
+        return if $s;
+        sleep 0.05;
+    }
+    die "nginx did not start:\n" . `cat $dir/logs/stdout $dir/logs/error.log`;
+}
