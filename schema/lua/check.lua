@@ -17,8 +17,9 @@ if not id or digest == nil or digest == '' or (digest ~= f[2] and digest ~= f[3]
 end
 
 local function count(reason)
-  local uk = sk .. ':usage:' .. ymd(now):sub(1, 6)
-  if redis.call('HINCRBY', uk, ymd(now) .. '|' .. api .. '|' .. reason, 1) == 1 then
+  local day = ymd(now)
+  local uk = sk .. ':usage:' .. day:sub(1, 6)
+  if redis.call('HINCRBY', uk, day .. '|' .. api .. '|' .. reason, 1) == 1 then
     -- a new field may mean a new hash: (re)arm its expiry, 400 days after the month
     local _, mend = period('month', now)
     redis.call('PEXPIREAT', uk, mend + 400 * DAY_MS)

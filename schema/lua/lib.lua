@@ -4,8 +4,9 @@
 
 local APIMON_SCHEMA = '1'
 local DAY_MS = 86400000
+local floor, sfmt = math.floor, string.format   -- locals: cheaper than global lookups
 
-local function fmt(n) return string.format('%d', n) end
+local function fmt(n) return sfmt('%d', n) end
 
 -- Errors travel as a tagged table so apimon_run() can turn them into a clean
 -- error reply (error() itself would append the script's SHA and line).
@@ -23,10 +24,10 @@ end
 -- ARGV time in ms; "0" (or empty) means the server clock.
 local function apimon_now(arg)
   local n = tonumber(arg or '0')
-  if n == nil or n < 0 or n ~= math.floor(n) then apimon_err('bad_request', 'bad now: ' .. tostring(arg)) end
+  if n == nil or n < 0 or n ~= floor(n) then apimon_err('bad_request', 'bad now: ' .. tostring(arg)) end
   if n == 0 then
     local t = redis.call('TIME')
-    n = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    n = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
   end
   return n
 end
@@ -42,7 +43,7 @@ local function apimon_schema_check()
 end
 
 -- Gregorian calendar on day numbers (days since 1970-01-01), integers only.
-local function idiv(a, b) return math.floor(a / b) end
+local function idiv(a, b) return floor(a / b) end
 
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
@@ -71,7 +72,7 @@ end
 -- "YYYYMMDD" of the UTC day containing ms.
 local function ymd(ms)
   local y, m, d = civil_from_days(idiv(ms, DAY_MS))
-  return string.format('%04d%02d%02d', y, m, d)
+  return sfmt('%04d%02d%02d', y, m, d)
 end
 
 local PERIOD_UNITS = { minute = 60000, hour = 3600000, day = DAY_MS }
@@ -83,11 +84,11 @@ local function period(unit, ms)
     local s = ms - ms % fixed
     local y, m, d = civil_from_days(idiv(s, DAY_MS))
     local rest = s % DAY_MS
-    local stamp = string.format('%04d%02d%02d', y, m, d)
+    local stamp = sfmt('%04d%02d%02d', y, m, d)
     if unit == 'hour' then
-      stamp = stamp .. string.format('%02d', idiv(rest, 3600000))
+      stamp = stamp .. sfmt('%02d', idiv(rest, 3600000))
     elseif unit == 'minute' then
-      stamp = stamp .. string.format('%02d%02d', idiv(rest, 3600000), idiv(rest % 3600000, 60000))
+      stamp = stamp .. sfmt('%02d%02d', idiv(rest, 3600000), idiv(rest % 3600000, 60000))
     end
     return s, s + fixed, stamp
   end
@@ -101,7 +102,7 @@ local function period(unit, ms)
     local ny, nm = y, m + 1
     if nm == 13 then ny, nm = y + 1, 1 end
     return days_from_civil(y, m, 1) * DAY_MS, days_from_civil(ny, nm, 1) * DAY_MS,
-           string.format('%04d%02d', y, m)
+           sfmt('%04d%02d', y, m)
   end
   apimon_err('bad_request', 'bad period unit: ' .. tostring(unit))
 end
