@@ -55,7 +55,10 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
+local cz, cy, cm, cd   -- one-entry cache: check asks for the same day 2-3 times
 local function civil_from_days(z)
+  if z == cz then return cy, cm, cd end
+  cz = z
   z = z + 719468
   local era = idiv(z, 146097)
   local doe = z - era * 146097
@@ -66,6 +69,7 @@ local function civil_from_days(z)
   local d = doy - idiv(153 * mp + 2, 5) + 1
   local m = mp < 10 and mp + 3 or mp - 9
   if m <= 2 then y = y + 1 end
+  cy, cm, cd = y, m, d
   return y, m, d
 end
 
