@@ -67,6 +67,8 @@ typedef struct {
 
 typedef struct {
     redisContext     *c;
+    redisContext     *pre;           /* prefetch connection, or NULL */
+    int               ledger_empty;  /* nothing billed in the period yet */
     const bill_opts_t *o;
     apimon_period_t   p;
     char              ptext[8];      /* 2026-01 */
@@ -327,22 +329,72 @@ bill_get(bill_t *b, redisReply **r)
 }
 
 
+/* appends argv-style commands: no format-string parsing per command */
+static void
+bill_append(redisContext *c, int argc, const char **argv)
+{
+    size_t  len[8];
+    int     i;
+
+    for (i = 0; i < argc; i++) {
+        len[i] = strlen(argv[i]);
+    }
+    redisAppendCommandArgv(c, argc, argv, len);
+}
+
+
+/* sends what was appended, so Redis works while we price */
+static int
+bill_flush(redisContext *c)
+{
+    int  done = 0;
+
+    do {
+        if (redisBufferWrite(c, &done) == REDIS_ERR) {
+            return -1;
+        }
+    } while (!done);
+    return 0;
+}
+
+
 /* subscription hashes and usage of one batch, in one pipeline */
 static int
-bill_read_subs(bill_t *b, bill_sub_t *subs, size_t n)
+bill_send_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
+{
+    static const char  *fields[] = {
+        "HMGET", NULL, "owner_kind", "owner", "plan", "state", "startTime",
+        "endTime"
+    };
+    const char         *argv[8];
+    char                key[128], ukey[160];
+    size_t              i;
+
+    memcpy(argv, fields, sizeof(fields));
+    for (i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "apimon:sub:{%s}", subs[i].id);
+        snprintf(ukey, sizeof(ukey), "%s:usage:%s", key, b->ym);
+        argv[1] = key;
+        bill_append(c, 8, argv);
+        argv[0] = "HGETALL";
+        argv[1] = ukey;
+        bill_append(c, 2, argv);
+        argv[0] = "HMGET";
+    }
+    return bill_flush(c);
+}
+
+
+static int
+bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
 {
     redisReply  *r;
     size_t       i;
 
     for (i = 0; i < n; i++) {
-        redisAppendCommand(b->c, "HMGET apimon:sub:{%s} owner_kind owner "
-                           "plan state startTime endTime", subs[i].id);
-        redisAppendCommand(b->c, "HGETALL apimon:sub:{%s}:usage:%s",
-                           subs[i].id, b->ym);
-    }
-
-    for (i = 0; i < n; i++) {
-        if (bill_get(b, &r) != 0) {
+        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+            agent_err("Redis: %s", c->errstr);
+            b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
@@ -355,7 +407,9 @@ bill_read_subs(bill_t *b, bill_sub_t *subs, size_t n)
         }
         freeReplyObject(r);
 
-        if (bill_get(b, &r) != 0) {
+        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+            agent_err("Redis: %s", c->errstr);
+            b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
         bill_usage(&subs[i], r);
@@ -453,32 +507,48 @@ line_field(const bill_sub_t *s, int i, char *buf, size_t len)
 static int
 bill_read_ledger(bill_t *b, bill_sub_t *subs, size_t n)
 {
+    const char  *argv[2 + APIMON_MAX_LINES];
+    char         f[APIMON_MAX_LINES][128];
     redisReply  *r;
-    char         f[128];
-    size_t       i;
+    size_t       i, k;
     int          j, asked = 0;
 
+    /* a period nobody billed yet (the first run, most dry runs) */
+    if (b->ledger_empty) {
+        return 0;
+    }
+
     for (i = 0; i < n; i++) {
-        for (j = 0; j < subs[i].nlines; j++) {
-            line_field(&subs[i], j, f, sizeof(f));
-            redisAppendCommand(b->c, "HGET %s %s", b->bill_key, f);
-            asked++;
+        if (subs[i].nlines <= 0) {
+            continue;
         }
+        argv[0] = "HMGET";
+        argv[1] = b->bill_key;
+        for (j = 0; j < subs[i].nlines; j++) {
+            line_field(&subs[i], j, f[j], sizeof(f[j]));
+            argv[2 + j] = f[j];
+        }
+        bill_append(b->c, 2 + subs[i].nlines, argv);
+        asked++;
     }
     if (asked == 0) {
         return 0;
     }
 
     for (i = 0; i < n; i++) {
-        for (j = 0; j < subs[i].nlines; j++) {
-            if (bill_get(b, &r) != 0) {
-                return -1;
-            }
-            if (r->type == REDIS_REPLY_STRING) {
-                ledger_parse(r->str, r->len, &subs[i].led[j]);
-            }
-            freeReplyObject(r);
+        if (subs[i].nlines <= 0) {
+            continue;
         }
+        if (bill_get(b, &r) != 0) {
+            return -1;
+        }
+        for (k = 0; r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+            if (r->element[k]->type == REDIS_REPLY_STRING) {
+                ledger_parse(r->element[k]->str, r->element[k]->len,
+                             &subs[i].led[k]);
+            }
+        }
+        freeReplyObject(r);
     }
     return 0;
 }
@@ -1071,25 +1141,54 @@ bill_sub_free(bill_sub_t *s)
 }
 
 
+/*
+ * Batches of subscriptions.  The subscription hashes and usage of the next
+ * batch are requested on a second connection before the current batch is
+ * priced and pushed, so Redis and the agent work at the same time.
+ */
 static void
 bill_batches(bill_t *b, char **ids, size_t nids)
 {
-    bill_sub_t  *subs;
-    size_t       i, j, n, bs = (size_t) b->o->batch;
-    abuf_t       body;
+    bill_sub_t    *buf[2], *subs;
+    size_t         i, j, n, nn, bs = (size_t) b->o->batch;
+    redisContext  *pre = b->pre ? b->pre : b->c;
+    abuf_t         body;
+    int            cur = 0;
 
-    subs = xcalloc(bs, sizeof(bill_sub_t));
+    buf[0] = xcalloc(bs, sizeof(bill_sub_t));
+    buf[1] = xcalloc(bs, sizeof(bill_sub_t));
     abuf_init(&body);
+
+    n = nids < bs ? nids : bs;
+    for (j = 0; j < n; j++) {
+        buf[0][j].id = ids[j];
+    }
+    if (n && bill_send_subs(b, pre, buf[0], n) != 0) {
+        agent_err("Redis: %s", pre->errstr);
+        b->fatal = AGENT_EXIT_FAILED;
+    }
 
     for (i = 0; i < nids && !b->fatal; i += n) {
         n = (nids - i < bs) ? nids - i : bs;
-        for (j = 0; j < n; j++) {
-            subs[j].id = ids[i + j];
+        subs = buf[cur];
+
+        if (bill_recv_subs(b, pre, subs, n) != 0) {
+            break;
         }
 
-        if (bill_read_subs(b, subs, n) == 0
-            && bill_read_owners(b, subs, n) == 0)
+        /* the next batch goes out now (same connection only if alone) */
+        nn = nids - i - n < bs ? nids - i - n : bs;
+        for (j = 0; j < nn; j++) {
+            buf[cur ^ 1][j].id = ids[i + n + j];
+        }
+        if (nn && pre != b->c && bill_send_subs(b, pre, buf[cur ^ 1], nn) != 0)
         {
+            agent_err("Redis: %s", pre->errstr);
+            b->fatal = AGENT_EXIT_FAILED;
+            break;
+        }
+
+        if (bill_read_owners(b, subs, n) == 0) {
             for (j = 0; j < n; j++) {
                 bill_price(b, &subs[j]);
             }
@@ -1103,10 +1202,25 @@ bill_batches(bill_t *b, char **ids, size_t nids)
         for (j = 0; j < n; j++) {
             bill_sub_free(&subs[j]);
         }
+
+        if (nn && pre == b->c && !b->fatal
+            && bill_send_subs(b, pre, buf[cur ^ 1], nn) != 0)
+        {
+            agent_err("Redis: %s", pre->errstr);
+            b->fatal = AGENT_EXIT_FAILED;
+        }
+        cur ^= 1;
     }
 
+    /* a stop in the middle leaves the prefetched replies unread: the
+     * prefetch connection is closed with them */
+    for (j = 0; j < bs; j++) {
+        bill_sub_free(&buf[0][j]);
+        bill_sub_free(&buf[1][j]);
+    }
     abuf_free(&body);
-    free(subs);
+    free(buf[0]);
+    free(buf[1]);
 }
 
 
@@ -1290,6 +1404,21 @@ bill_lock(bill_t *b)
 
 
 static int
+bill_ledger_empty(bill_t *b)
+{
+    redisReply  *r;
+    int          empty;
+
+    r = redisCommand(b->c, "HLEN %s", b->bill_key);
+    empty = (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    if (r) {
+        freeReplyObject(r);
+    }
+    return empty;
+}
+
+
+static int
 bill_setup(bill_t *b, char *err, size_t errlen)
 {
     const bill_opts_t  *o = b->o;
@@ -1355,6 +1484,12 @@ bill_run(redisContext *c, const bill_opts_t *o)
 
     agent_log("billing %s%s", b.ptext, o->dry_run ? " (dry run)" : "");
 
+    b.ledger_empty = bill_ledger_empty(&b);
+    if (o->redis_addr) {
+        b.pre = ar_connect(o->redis_addr, o->redis_password, err,
+                           sizeof(err));
+    }
+
     if (bill_load_plans(&b, err, sizeof(err)) != 0
         || (ids = bill_sub_ids(&b, &nids, err, sizeof(err))) == NULL)
     {
@@ -1381,6 +1516,9 @@ bill_run(redisContext *c, const bill_opts_t *o)
 
     if (b.locked) {
         ar_lock_release(c, b.token);
+    }
+    if (b.pre) {
+        redisFree(b.pre);
     }
     if (report_close(&b.rep) != 0) {
         agent_err("writing the report failed");

@@ -26,6 +26,8 @@ typedef struct {
     const char  *stripe_base;
     const char  *secret;          /* NULL allowed with dry_run */
     int64_t      now_ms;          /* the clock deciding which month closed */
+    const char  *redis_addr;      /* for a second (prefetch) connection */
+    const char  *redis_password;
 } bill_opts_t;
 
 /* runs one billing pass; returns the process exit code */

@@ -624,6 +624,8 @@ main(int argc, char **argv)
         return rc;
     }
     conf.bill.now_ms = agent_now_ms();
+    conf.bill.redis_addr = conf.redis;
+    conf.bill.redis_password = getenv("APIMON_REDIS_PASSWORD");
 
     args = argv + optind;
     nargs = argc - optind;

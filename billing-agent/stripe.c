@@ -309,10 +309,28 @@ stripe_backoff_us(stripe_t *s, int retry)
 }
 
 
+/* RFC 3986 unreserved characters: sent as they are */
+static int
+unreserved(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+           || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
+           || c == '~';
+}
+
+
 static void
 form_escape(abuf_t *b, const char *s)
 {
-    char  *e;
+    const char  *p;
+    char        *e;
+
+    /* most values (numbers, ids, keys) need no escaping: skip the copy */
+    for (p = s; *p && unreserved((unsigned char) *p); p++) { /* void */ }
+    if (*p == '\0') {
+        abuf_add(b, s, (size_t) (p - s));
+        return;
+    }
 
     e = curl_easy_escape(NULL, s, (int) strlen(s));
     if (e == NULL) {
