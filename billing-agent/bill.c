@@ -23,6 +23,7 @@
 #include "util.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -93,6 +94,28 @@ typedef struct {
 
 
 static int bill_setup(bill_t *b, char *err, size_t errlen);
+
+/* SIGTERM/SIGINT/SIGHUP: finish the line in hand, release the lock, exit 1 */
+static volatile sig_atomic_t  bill_signal;
+
+
+static void
+bill_on_signal(int signo)
+{
+    bill_signal = signo;
+}
+
+
+static int
+bill_stopped(bill_t *b)
+{
+    if (bill_signal && !b->fatal) {
+        agent_err("stopped by signal %d at a line boundary; rerun to resume",
+                  (int) bill_signal);
+        b->fatal = AGENT_EXIT_FAILED;
+    }
+    return b->fatal != 0;
+}
 
 
 /* ---------------------------------------------------------------- period */
@@ -920,7 +943,9 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
 
     form_get(e->body, "customer", customer, sizeof(customer));
 
-    if (bill_lock_keep(b) != 0 || bill_stripe_start(b) != 0) {
+    if (bill_stopped(b) || bill_lock_keep(b) != 0
+        || bill_stripe_start(b) != 0)
+    {
         return;
     }
 
@@ -1227,6 +1252,38 @@ bill_batches(bill_t *b, char **ids, size_t nids)
 /* -------------------------------------------------------------- invoices */
 
 static void
+bill_report_invoice(bill_t *b, const char *customer, bill_cust_t *c,
+    const char *status, const char *id, const char *error)
+{
+    report_row_t  row;
+    char          amount[32], cur[8] = "";
+    int64_t       total = 0, v;
+    size_t        i;
+
+    /* the total of the lines this run saw for the customer */
+    for (i = 0; i < c->n; i++) {
+        form_get(c->entries[i].body, "amount", amount, sizeof(amount));
+        if (agent_parse_i64(amount, strlen(amount), &v) == 0) {
+            total += v;
+        }
+        form_get(c->entries[i].body, "currency", cur, sizeof(cur));
+    }
+
+    memset(&row, 0, sizeof(row));
+    row.period = b->ptext;
+    row.customer = customer;
+    row.line = "invoice";
+    row.quantity = (int64_t) c->n;
+    row.amount = total;
+    row.currency = cur;
+    row.status = status;
+    row.stripe_id = id;
+    row.error = error;
+    report_row(&b->rep, &row);
+}
+
+
+static void
 bill_invoice(bill_t *b, const char *customer, bill_cust_t *c)
 {
     ledger_entry_t  inv;
@@ -1293,15 +1350,18 @@ bill_invoice(bill_t *b, const char *customer, bill_cust_t *c)
         } else if (r.cls == STRIPE_OK && (inv.item = item_id(&r)) != NULL) {
             bill_move(b, field, &inv, LEDGER_DONE);
             agent_log("invoice %s for %s", inv.item, customer);
+            bill_report_invoice(b, customer, c, "done", inv.item, NULL);
             b->ninvoices++;
         } else if (r.cls == STRIPE_FINAL || r.cls == STRIPE_IDEMPOTENCY) {
             inv.error = xstrdup(r.error);
             agent_err("invoice for %s refused: %s", customer, r.error);
             bill_move(b, field, &inv, LEDGER_FAILED);
+            bill_report_invoice(b, customer, c, "failed", NULL, r.error);
             b->nfailed++;
         } else {
             agent_err("invoice for %s: outcome unknown (%s); rerun",
                       customer, r.error);
+            bill_report_invoice(b, customer, c, "unknown", NULL, r.error);
             b->nunknown++;
         }
         stripe_resp_free(&r);
@@ -1339,7 +1399,9 @@ bill_invoices(bill_t *b)
                       b->custs.slots[i].key);
             continue;
         }
-        if (bill_lock_keep(b) != 0 || bill_stripe_start(b) != 0) {
+        if (bill_stopped(b) || bill_lock_keep(b) != 0
+            || bill_stripe_start(b) != 0)
+        {
             return;
         }
         bill_invoice(b, b->custs.slots[i].key, c);
@@ -1364,6 +1426,20 @@ bill_cust_free(void *p)
 
 
 /* ------------------------------------------------------------------ run */
+
+static void
+bill_signals(void)
+{
+    struct sigaction  sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = bill_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
 
 static int
 bill_lock(bill_t *b)
@@ -1399,6 +1475,7 @@ bill_lock(bill_t *b)
     }
     b->locked = 1;
     b->lock_us = agent_now_us();
+    bill_signals();
     return 0;
 }
 
