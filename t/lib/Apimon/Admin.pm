@@ -58,6 +58,7 @@ use strict;
 use warnings;
 use HTTP::Tiny;
 use JSON::PP;
+use Apimon::Redis;
 use Apimon::Nginx;
 
 our $JSON = JSON::PP->new->canonical->allow_nonref;
@@ -97,7 +98,24 @@ sub start_nginx {
             proxy_pass http://backend;
         }
 SERVER
+    wait_redis($n);
     return $n;
+}
+
+# The workers connect to Redis after they start: wait until a call that
+# needs Redis (a well-formed key nobody holds) is answered 401, not 503.
+sub wait_redis {
+    my ($n) = @_;
+    my $key = Apimon::Redis::new_key(Apimon::Redis::new_uuid());
+    my $http = HTTP::Tiny->new(timeout => 10);
+    my ($until, $ok) = (time + 20, 0);
+    while (time < $until) {
+        my $res = $http->get($n->url('/weather/'), { headers => { 'X-API-Key' => $key } });
+        $ok = $res->{status} == 401 ? $ok + 1 : 0;
+        return 1 if $ok == 4;      # every worker, most likely
+        select undef, undef, undef, 0.02;
+    }
+    die "nginx did not reach Redis\n";
 }
 
 sub own_log {
