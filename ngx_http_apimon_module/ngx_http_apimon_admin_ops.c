@@ -232,6 +232,56 @@ ngx_http_apimon_admin_products_reply(ngx_http_request_t *r,
 }
 
 
+/*
+ * A page from owner_list or subscription_list: the next start key, then
+ * one JSON item each; "shape" (or NULL) turns an item into its resource.
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_page_reply(ngx_http_request_t *r, redisReply *reply,
+    char *name, cJSON *(*shape)(cJSON *raw))
+{
+    size_t   i;
+    cJSON   *out, *list, *item, *raw;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out = cJSON_CreateObject();
+    list = cJSON_AddArrayToObject(out, name);
+
+    if (list == NULL) {
+        cJSON_Delete(out);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 1; i < reply->elements; i++) {
+        raw = ngx_http_apimon_admin_parse(r, reply->element[i]);
+        item = (raw && shape) ? shape(raw) : raw;
+
+        if (item != raw) {
+            cJSON_Delete(raw);
+        }
+
+        if (item == NULL) {
+            cJSON_Delete(out);
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cJSON_AddItemToArray(list, item);
+    }
+
+    if (reply->element[0]->type == REDIS_REPLY_STRING
+        && reply->element[0]->len > 0)
+    {
+        cJSON_AddStringToObject(out, "nextStartKey", reply->element[0]->str);
+    }
+
+    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
+}
+
+
 /* developers and app groups */
 
 static ngx_int_t ngx_http_apimon_admin_owners_reply(ngx_http_request_t *r,
@@ -268,39 +318,9 @@ static ngx_int_t
 ngx_http_apimon_admin_owners_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    size_t   i;
-    cJSON   *out, *list, *item;
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    out = cJSON_CreateObject();
-    list = cJSON_AddArrayToObject(out,
-                                  ctx->kind.data[0] == 'd' ? "developer"
-                                                           : "appGroups");
-    if (list == NULL) {
-        cJSON_Delete(out);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 1; i < reply->elements; i++) {
-        item = ngx_http_apimon_admin_parse(r, reply->element[i]);
-        if (item == NULL) {
-            cJSON_Delete(out);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(list, item);
-    }
-
-    if (reply->element[0]->type == REDIS_REPLY_STRING
-        && reply->element[0]->len > 0)
-    {
-        cJSON_AddStringToObject(out, "nextStartKey", reply->element[0]->str);
-    }
-
-    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
+    return ngx_http_apimon_admin_page_reply(r, reply,
+                                            ctx->kind.data[0] == 'd'
+                                            ? "developer" : "appGroups", NULL);
 }
 
 
@@ -527,40 +547,11 @@ static ngx_int_t
 ngx_http_apimon_admin_subs_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    size_t   i;
-    cJSON   *out, *list, *raw;
-
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    out = cJSON_CreateObject();
-    list = cJSON_AddArrayToObject(out, ctx->kind.data[0] == 'd'
-                                       ? "developerSubscriptions"
-                                       : "appGroupSubscriptions");
-    if (list == NULL) {
-        cJSON_Delete(out);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    for (i = 1; i < reply->elements; i++) {
-        raw = ngx_http_apimon_admin_parse(r, reply->element[i]);
-        if (raw == NULL) {
-            cJSON_Delete(out);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        cJSON_AddItemToArray(list, ngx_http_apimon_admin_sub_json(raw));
-        cJSON_Delete(raw);
-    }
-
-    if (reply->element[0]->type == REDIS_REPLY_STRING
-        && reply->element[0]->len > 0)
-    {
-        cJSON_AddStringToObject(out, "nextStartKey", reply->element[0]->str);
-    }
-
-    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
+    return ngx_http_apimon_admin_page_reply(r, reply,
+                                            ctx->kind.data[0] == 'd'
+                                            ? "developerSubscriptions"
+                                            : "appGroupSubscriptions",
+                                            ngx_http_apimon_admin_sub_json);
 }
 
 

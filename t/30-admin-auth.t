@@ -22,13 +22,7 @@ portal:$portal
 TOKENS
 my $api = Apimon::Admin->new(nginx => $n, token => $portal);
 
-sub problem_ok {
-    my ($res, $status, $detail, $name) = @_;
-    is($res->{status}, $status, "$name: $status");
-    like($res->{headers}{'content-type'}, qr{^application/problem\+json}, "$name: problem+json");
-    is($res->{json}{status}, $status, "$name: status member");
-    like($res->{json}{detail} // '', $detail, "$name: detail");
-}
+*problem_ok = \&Apimon::Admin::problem_ok;
 
 # --- tokens
 my $res = $api->get('/apiproducts');

@@ -14,12 +14,7 @@ my $r = Apimon::Redis->start;
 my $n = Apimon::Admin::start_nginx($r, admin => 'apimon_admin_body_max 512;');
 my $api = Apimon::Admin->new(nginx => $n);
 
-sub problem_ok {
-    my ($res, $status, $detail, $name) = @_;
-    is($res->{status}, $status, "$name: $status");
-    like($res->{headers}{'content-type'} // '', qr{^application/problem\+json}, "$name: problem+json");
-    like($res->{json}{detail} // '', $detail, "$name: detail");
-}
+*problem_ok = \&Apimon::Admin::problem_ok;
 
 # --- catalog: empty, then applied
 is_deeply($api->get('/apiproducts')->{json}, { apiProduct => [] }, 'no catalog yet: empty list');

@@ -15,12 +15,7 @@ $r->apply_catalog(Apimon::Redis::catalog_fixture());
 my $n = Apimon::Admin::start_nginx($r);
 my $api = Apimon::Admin->new(nginx => $n);
 
-sub problem_ok {
-    my ($res, $status, $detail, $name) = @_;
-    is($res->{status}, $status, "$name: $status");
-    like($res->{headers}{'content-type'} // '', qr{^application/problem\+json}, "$name: problem+json");
-    like($res->{json}{detail} // '', $detail, "$name: detail");
-}
+*problem_ok = \&Apimon::Admin::problem_ok;
 
 my $UUID = qr/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 my $DEV = '/developers/ann@example.com';
@@ -137,7 +132,10 @@ for (1 .. 4) {
 }
 $res = $api->get("$DEV/subscriptions");
 is($res->{status}, 200, 'list');
-is_deeply([ map { $_->{name} } @{ $res->{json}{developerSubscriptions} } ], \@mine, 'all, oldest first');
+my @listed = map { $_->{name} } @{ $res->{json}{developerSubscriptions} };
+is_deeply([ sort @listed ], [ sort @mine ], 'all of them');
+my @created = map { $_->{createdAt} } @{ $res->{json}{developerSubscriptions} };
+is_deeply(\@created, [ sort { $a <=> $b } @created ], 'oldest first (same millisecond: by name)');
 unlike($res->{content}, qr/ak_|"kp"|"ks"/, 'no keys or digests in the list');
 my (@seen, $start, $pages);
 do {
@@ -147,7 +145,7 @@ do {
     $pages++;
 } while (defined $start && $pages < 10);
 is($pages, 3, '7 subscriptions in pages of 3: 3 pages');
-is_deeply(\@seen, \@mine, 'each once, in order');
+is_deeply(\@seen, \@listed, 'each once, in the order of the whole list');
 problem_ok($api->get("$DEV/subscriptions?startKey=" . Apimon::Redis::new_uuid()), 400, qr/^startKey:/, 'startKey of nobody');
 problem_ok($api->get("$DEV/subscriptions?startKey=zz"), 400, qr/^startKey:/, 'startKey not a name');
 problem_ok($api->get("$DEV/subscriptions?count=1001"), 400, qr/^count:/, 'count over 1000');

@@ -17,11 +17,7 @@ my $n = Apimon::Admin::start_nginx($r);
 my $api = Apimon::Admin->new(nginx => $n);
 *ms = \&Apimon::Redis::ms_utc;
 
-sub problem_ok {
-    my ($res, $status, $detail, $name) = @_;
-    is($res->{status}, $status, "$name: $status");
-    like($res->{json}{detail} // '', $detail, "$name: detail");
-}
+*problem_ok = \&Apimon::Admin::problem_ok;
 
 my $DEV = '/developers/ann@example.com';
 $api->post('/developers', { email => 'ann@example.com' });

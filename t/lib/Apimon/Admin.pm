@@ -41,6 +41,11 @@ decoded body when it is JSON.
 
 =item get/post/put($path, ...) - request with that method
 
+=item problem_ok($res, $status, $detail_re, $name)
+
+Tests (Test::More) that the answer is an application/problem+json with that
+status (also as its C<status> member) and a C<detail> matching the pattern.
+
 =item own_log($nginx)
 
 The error log without nginx's own debug lines that echo request and response
@@ -58,6 +63,7 @@ use strict;
 use warnings;
 use HTTP::Tiny;
 use JSON::PP;
+use Test::More ();
 use Apimon::Redis;
 use Apimon::Nginx;
 
@@ -116,6 +122,16 @@ sub wait_redis {
         select undef, undef, undef, 0.02;
     }
     die "nginx did not reach Redis\n";
+}
+
+sub problem_ok {
+    my ($res, $status, $detail, $name) = @_;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    Test::More::is($res->{status}, $status, "$name: $status");
+    Test::More::like($res->{headers}{'content-type'} // '', qr{^application/problem\+json},
+                     "$name: problem+json");
+    Test::More::is($res->{json}{status}, $status, "$name: status member");
+    Test::More::like($res->{json}{detail} // '', $detail, "$name: detail");
 }
 
 sub own_log {
