@@ -176,6 +176,18 @@ local function apimon_audit(who, addr, now, action, target, before, after)
     'after', after and cjson.encode(after) or 'null')
 end
 
+-- Owner kind and page size of the management API's list scripts.
+local function apimon_page_args(kind, count)
+  if kind ~= 'developer' and kind ~= 'appgroup' then
+    apimon_err('bad_request', 'kind must be developer or appgroup')
+  end
+  local n = tonumber(count)
+  if not n or n < 1 or n > 1000 or n ~= math.floor(n) then
+    apimon_err('bad_request', 'count: must be an integer from 1 to 1000')
+  end
+  return n
+end
+
 local function sub_id_of(key)
   return key:match('^apimon:sub:{(.*)}$')
 end

@@ -4,13 +4,8 @@
 -- Reply: array; 1 the name that starts the next page ("" = last page), then
 -- one JSON record per owner.
 return apimon_run(function()
-local kind, start, count = ARGV[1], ARGV[2] or '', tonumber(ARGV[3])
-if kind ~= 'developer' and kind ~= 'appgroup' then
-  apimon_err('bad_request', 'kind must be developer or appgroup')
-end
-if not count or count < 1 or count > 1000 or count ~= math.floor(count) then
-  apimon_err('bad_request', 'count: must be an integer from 1 to 1000')
-end
+local kind, start = ARGV[1], ARGV[2] or ''
+local count = apimon_page_args(kind, ARGV[3])
 local min = start == '' and '-' or '[' .. start
 local names = redis.call('ZRANGEBYLEX', 'apimon:' .. kind .. 's', min, '+', 'LIMIT', 0, count + 1)
 local out = { '' }

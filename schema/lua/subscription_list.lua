@@ -4,13 +4,8 @@
 -- Reply: array; 1 the id that starts the next page ("" = last page), then
 -- one JSON subscription (without key digests) per subscription.
 return apimon_run(function()
-local kind, owner, start, count = ARGV[1], ARGV[2] or '', ARGV[3] or '', tonumber(ARGV[4])
-if kind ~= 'developer' and kind ~= 'appgroup' then
-  apimon_err('bad_request', 'kind must be developer or appgroup')
-end
-if not count or count < 1 or count > 1000 or count ~= math.floor(count) then
-  apimon_err('bad_request', 'count: must be an integer from 1 to 1000')
-end
+local kind, owner, start = ARGV[1], ARGV[2] or '', ARGV[3] or ''
+local count = apimon_page_args(kind, ARGV[4])
 local base = 'apimon:' .. kind .. ':' .. owner
 if redis.call('EXISTS', base) == 0 then apimon_err('not_found', 'no such ' .. kind .. ' ' .. owner) end
 local first = 0
