@@ -29,6 +29,9 @@ like(fails(sub { $r->put_developer('ann@example.com', { age => '3' }, mode => 'u
 like(fails(sub { $r->put_developer('ann@example.com', { email => 'x@y.z' }, mode => 'update') }), qr/bad_request: email: cannot be changed/, 'email is the id');
 like(fails(sub { $r->put_developer('ann@example.com', { firstName => 5 }, mode => 'update') }), qr/bad_request: firstName: must be a string/, 'non-string');
 like(fails(sub { $r->put_developer('not-an-email', {}) }), qr/bad_request: email/, 'bad email');
+like(fails(sub { $r->put_developer('ann@example.com:subs', {}) }), qr/bad_request: email/, 'no ":" in emails (key names)');
+like(fails(sub { $r->put_developer('a{b}@example.com', {}) }), qr/bad_request: email/, 'no braces in emails (hash tags)');
+like(fails(sub { $r->set_customer('developer', 'ann@example.com:subs', 'cus_1') }), qr/not_found/, 'customer_set: bad id is not_found');
 like(fails(sub { $r->run_script('owner_put', [], [ 'developer', 'c@d.e', '{', 'create', 0 ]) }), qr/bad_request: body/, 'bad JSON body');
 like(fails(sub { $r->run_script('owner_put', [], [ 'team', 'x', '{}', 'create', 0 ]) }), qr/bad_request: kind/, 'bad kind');
 like(fails(sub { $r->run_script('owner_put', [], [ 'developer', 'c@d.e', '{}', 'upsert', 0 ]) }), qr/bad_request: mode/, 'bad mode');

@@ -138,6 +138,16 @@ local function valid_name(s)
   return type(s) == 'string' and #s >= 1 and #s <= 64 and s:match(NAME_RE) ~= nil
 end
 
+-- Owner ids end up inside key names: no ':' (the ':subs' suffix), braces
+-- (hash tags), '|' or blanks.
+local function valid_owner(kind, id)
+  if type(id) ~= 'string' then return false end
+  if kind == 'developer' then
+    return #id <= 254 and id:match('^[^@%s%c:{}|]+@[^@%s%c:{}|]+$') ~= nil
+  end
+  return kind == 'appgroup' and valid_name(id)
+end
+
 local function valid_uuid(s)
   return type(s) == 'string' and #s == 36 and
     s:match('^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$') ~= nil and

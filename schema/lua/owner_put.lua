@@ -11,11 +11,8 @@ local FIELDS = {
 }
 local spec = FIELDS[kind]
 if not spec then apimon_err('bad_request', 'kind must be developer or appgroup') end
-if kind == 'developer' then
-  if type(id) ~= 'string' or #id > 254 or not id:match('^[^@%s]+@[^@%s]+$') then
-    apimon_err('bad_request', 'email: not an email address')
-  end
-elseif not valid_name(id) then
+if not valid_owner(kind, id) then
+  if kind == 'developer' then apimon_err('bad_request', 'email: not an email address') end
   apimon_err('bad_request', 'name: must match ^[A-Za-z0-9._-]{1,64}$')
 end
 if mode ~= 'create' and mode ~= 'update' then apimon_err('bad_request', 'mode must be create or update') end

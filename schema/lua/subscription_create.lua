@@ -14,7 +14,7 @@ if kind ~= 'developer' and kind ~= 'appgroup' then apimon_err('bad_request', 'ow
 if not valid_digest(kp) then apimon_err('bad_request', 'primary key digest: not 64 hex digits') end
 if ks ~= '' and not valid_digest(ks) then apimon_err('bad_request', 'secondary key digest: not 64 hex digits') end
 if redis.call('EXISTS', sk) == 1 then apimon_err('conflict', 'subscription ' .. id .. ' already exists') end
-if redis.call('EXISTS', 'apimon:' .. kind .. ':' .. owner) == 0 then
+if not valid_owner(kind, owner) or redis.call('EXISTS', 'apimon:' .. kind .. ':' .. owner) == 0 then
   apimon_err('not_found', 'no such ' .. kind .. ' ' .. owner)
 end
 local apis = redis.call('HGET', 'apimon:product:' .. product, 'apis')
