@@ -479,9 +479,8 @@ bill_read_owners(bill_t *b, bill_sub_t *subs, size_t n)
             return -1;
         }
         if (r->type == REDIS_REPLY_STRING && r->len > 0) {
-            slot = amap_put(&b->owners, ask[i], NULL);
-            free(slot->val);
-            slot->val = xstrndup(r->str, r->len);
+            free(amap_get(&b->owners, ask[i]));
+            amap_put(&b->owners, ask[i], xstrndup(r->str, r->len));
         }
         freeReplyObject(r);
     }
