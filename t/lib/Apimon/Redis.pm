@@ -36,7 +36,8 @@ C<server =E<gt> path> (default C<$ENV{APIMON_REDIS_SERVER}> or C<redis-server>),
 C<timeout =E<gt> seconds> (client read timeout, default 5).
 The server is stopped by C<stop>, when the object is destroyed, and at END
 (also when the test dies); it also gets SIGKILL if the test process itself
-is killed (Linux parent-death signal).
+is killed (Linux parent-death signal). Loading the module turns SIGINT,
+SIGTERM and SIGHUP into a die (when they have no handler yet) so END runs.
 
 =item Apimon::Redis->connect(port =E<gt> P, host =E<gt> '127.0.0.1')
 
@@ -79,6 +80,10 @@ Like C<cmd> but returns an error reply as an C<Apimon::Redis::Error> object
 
 =item $r->timeout([seconds]), $r->disconnect, $r->flushall
 
+=item Apimon::Redis::free_port() - a free TCP port on 127.0.0.1 (bind to port 0)
+
+=item Apimon::Redis::is_error($v) - true for an C<Apimon::Redis::Error>
+
 =back
 
 =head1 SCRIPTS
@@ -90,6 +95,8 @@ Like C<cmd> but returns an error reply as an C<Apimon::Redis::Error> object
 The text of C<lib.lua> followed by C<E<lt>nameE<gt>.lua> from the repository's
 C<schema/lua> (found relative to this file; C<$ENV{APIMON_LUA_DIR}> overrides),
 and its SHA1. Functions, not methods (methods work too).
+
+=item lua_dir() - the directory the scripts are read from
 
 =item $r->run_script($name, \@keys, \@argv)
 
@@ -124,7 +131,9 @@ C<cmd>. C<$r-E<gt>try_script(...)> returns the error as an object instead.
 
 =head1 PROVISIONING (all through the scripts)
 
-C<now> defaults to 0 (Redis' clock) everywhere. Replies that are JSON come back
+C<now> defaults to 0 (Redis' clock) everywhere. Crafted instants should
+be in the future: counter expiries are absolute, so counters written "in the
+past" vanish at once. Replies that are JSON come back
 decoded (hash refs). Error replies die (C<"ERR apimon E<lt>codeE<gt>: ...">).
 
 =over
