@@ -967,29 +967,42 @@ ngx_http_apimon_admin_send(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
-static const char *
-ngx_http_apimon_admin_title(ngx_uint_t status)
+/* the problem "type" (tag:apimon,2026:<code>), "code" and "title" */
+
+typedef struct {
+    ngx_uint_t   status;
+    char        *code;
+    char        *title;
+} ngx_http_apimon_admin_problem_t;
+
+
+static ngx_http_apimon_admin_problem_t  ngx_http_apimon_admin_problems[] = {
+    { NGX_HTTP_BAD_REQUEST, "bad_request", "Bad Request" },
+    { NGX_HTTP_UNAUTHORIZED, "unauthorized", "Unauthorized" },
+    { NGX_HTTP_FORBIDDEN, "forbidden", "Forbidden" },
+    { NGX_HTTP_NOT_FOUND, "not_found", "Not Found" },
+    { NGX_HTTP_NOT_ALLOWED, "method_not_allowed", "Method Not Allowed" },
+    { NGX_HTTP_CONFLICT, "conflict", "Conflict" },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
+      "Payload Too Large" },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, "redis_unavailable",
+      "Service Unavailable" },
+    { 0, "internal", "Internal Server Error" }
+};
+
+
+static ngx_http_apimon_admin_problem_t *
+ngx_http_apimon_admin_problem(ngx_uint_t status)
 {
-    switch (status) {
-    case NGX_HTTP_BAD_REQUEST:
-        return "Bad Request";
-    case NGX_HTTP_UNAUTHORIZED:
-        return "Unauthorized";
-    case NGX_HTTP_FORBIDDEN:
-        return "Forbidden";
-    case NGX_HTTP_NOT_FOUND:
-        return "Not Found";
-    case NGX_HTTP_NOT_ALLOWED:
-        return "Method Not Allowed";
-    case NGX_HTTP_CONFLICT:
-        return "Conflict";
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        return "Payload Too Large";
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        return "Service Unavailable";
-    default:
-        return "Internal Server Error";
+    ngx_http_apimon_admin_problem_t  *p;
+
+    for (p = ngx_http_apimon_admin_problems; p->status; p++) {
+        if (p->status == status) {
+            break;
+        }
     }
+
+    return p;
 }
 
 
@@ -1000,8 +1013,9 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *fmt, ...)
 {
     u_char                            *p;
-    u_char                             detail[512];
+    u_char                             detail[512], type[64];
     cJSON                             *json;
+    ngx_http_apimon_admin_problem_t   *pr;
     va_list                            args;
     ngx_http_apimon_admin_ctx_t       *ctx;
     ngx_http_apimon_admin_endpoint_t  *ep;
@@ -1029,12 +1043,14 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (cJSON_AddStringToObject(json, "type", "about:blank") == NULL
-        || cJSON_AddStringToObject(json, "title",
-                                   ngx_http_apimon_admin_title(status))
-           == NULL
+    pr = ngx_http_apimon_admin_problem(status);
+    p = ngx_sprintf(type, "tag:apimon,2026:%s%Z", pr->code);
+
+    if (cJSON_AddStringToObject(json, "type", (char *) type) == NULL
+        || cJSON_AddStringToObject(json, "title", pr->title) == NULL
         || cJSON_AddNumberToObject(json, "status", status) == NULL
-        || cJSON_AddStringToObject(json, "detail", (char *) detail) == NULL)
+        || cJSON_AddStringToObject(json, "detail", (char *) detail) == NULL
+        || cJSON_AddStringToObject(json, "code", pr->code) == NULL)
     {
         cJSON_Delete(json);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -44,7 +44,8 @@ decoded body when it is JSON.
 =item problem_ok($res, $status, $detail_re, $name)
 
 Tests (Test::More) that the answer is an application/problem+json with that
-status (also as its C<status> member) and a C<detail> matching the pattern.
+status (also as its C<status> member), the C<type> and C<code> of that status
+and a C<detail> matching the pattern.
 
 =item own_log($nginx)
 
@@ -132,6 +133,12 @@ sub problem_ok {
                      "$name: problem+json");
     Test::More::is($res->{json}{status}, $status, "$name: status member");
     Test::More::like($res->{json}{detail} // '', $detail, "$name: detail");
+    my %code = (400 => 'bad_request', 401 => 'unauthorized', 403 => 'forbidden', 404 => 'not_found',
+                405 => 'method_not_allowed', 409 => 'conflict', 413 => 'body_too_large',
+                503 => 'redis_unavailable');
+    Test::More::is($res->{json}{type} // '', "tag:apimon,2026:" . ($code{$status} // 'internal'),
+                   "$name: type");
+    Test::More::is($res->{json}{code} // '', $code{$status} // 'internal', "$name: code");
 }
 
 sub own_log {
