@@ -107,6 +107,16 @@ $res = $api->get('/developers?startKey=dev05%40example.com&count=2');
 is_deeply([ map { $_->{email} } @{ $res->{json}{developer} } ], [ 'dev05@example.com', 'dev06@example.com' ], 'startKey is inclusive (Apigee)');
 is($res->{json}{nextStartKey}, 'dev07@example.com', 'nextStartKey');
 is(scalar @{ $api->get('/developers')->{json}{developer} }, 13, 'default count 100');
+# the largest page (and an answer larger than a socket buffer)
+$r->put_developer(sprintf('bulk%04d@example.com', $_), { firstName => 'Bulk' x 20 }) for 1 .. 1000;
+$res = $api->get('/developers?count=1000');
+is(scalar @{ $res->{json}{developer} }, 1000, 'count=1000: a full page');
+cmp_ok(length $res->{content}, '>', 200000, 'a large answer arrives whole');
+is($res->{json}{nextStartKey}, 'bulk1000@example.com', 'and where the next page starts');
+is(scalar @{ $api->get("/developers?count=1000&startKey=$res->{json}{nextStartKey}")->{json}{developer} }, 13,
+   'the rest');
+$r->cmd('ZREMRANGEBYLEX', 'apimon:developers', '[bulk', '[bulk~');
+
 problem_ok($api->get('/developers?count=0'), 400, qr/^count: must be an integer from 1 to 1000/, 'count 0');
 problem_ok($api->get('/developers?count=1001'), 400, qr/^count:/, 'count 1001');
 problem_ok($api->get('/developers?count=x'), 400, qr/^count:/, 'count x');
