@@ -17,7 +17,8 @@ my $key = $s->{primary};
 
 my $n = Apimon::Nginx->new(workers => 2);
 my $slow = $n->valgrind ? 10 : 1;     # valgrind makes everything slower
-$n->start(redis => $r, http => 'apimon_redis_timeout 300ms;', server => <<'CONF');
+my $timeout = 300 * $slow;
+$n->start(redis => $r, http => "apimon_redis_timeout ${timeout}ms;", server => <<'CONF');
         location /closed/ {
             apimon on;
             apimon_api forecast;

@@ -119,9 +119,10 @@ limit), C<manual> (weather, manual approval, no limit).
 
 C<APIMON_BUILD> (default: C<build/> of the repository) holds
 C<ngx_http_apimon_module.so>. C<APIMON_NGINX> is the nginx binary (default
-C<nginx>). With C<APIMON_VALGRIND=1> nginx runs as one process
-(C<master_process off>) under valgrind, and C<stop> fails the test on any
-valgrind error or definite leak (report in C<valgrind.log> of the prefix).
+C<nginx>). With C<APIMON_VALGRIND=1> nginx runs under valgrind (the workers,
+forked, stay under it), and C<stop> fails the test on any valgrind error or
+definite leak in any process (reports in C<logs/valgrind.PID.log> of the
+prefix; suppressions in C<t/valgrind.supp>).
 
 =cut
 
@@ -221,9 +222,7 @@ sub _config {
         . '$apimon_subscription $apimon_plan $apimon_product '
         . '$apimon_quota_remaining $apimon_rate_remaining';
 
-    my $process = $VALGRIND
-        ? "master_process off;\n"
-        : "master_process on;\nworker_processes $self->{workers};\n";
+    my $process = "master_process on;\nworker_processes $self->{workers};\n";
 
     my $http_port = $self->http_port;
     my $backend = $self->port('backend');
@@ -291,10 +290,11 @@ sub start {
     my @cmd = ($NGINX, '-p', "$self->{prefix}/", '-c', $self->conf_file);
     if ($VALGRIND) {
         my $supp = File::Spec->catfile($REPO, 't', 'valgrind.supp');
-        unshift @cmd, 'valgrind', '--quiet', '--error-exitcode=99',
+        # the workers are forked, not executed: they stay under valgrind
+        unshift @cmd, 'valgrind', '--error-exitcode=99',
             '--leak-check=full', '--show-leak-kinds=definite',
             '--errors-for-leak-kinds=definite', '--num-callers=30',
-            "--log-file=$self->{prefix}/logs/valgrind.log",
+            "--log-file=$self->{prefix}/logs/valgrind.%p.log",
             (-f $supp ? ("--suppressions=$supp") : ());
     }
 
@@ -330,7 +330,8 @@ sub start {
 
     $self->{pid} = $pid;
     $LIVE{$pid} = $self;
-    $self->_wait_workers(0) unless $VALGRIND;
+    $self->_wait_workers(0);
+    $self->_wait_redis;
     return $self;
 }
 
@@ -345,11 +346,30 @@ sub _workers_since {
 
 sub _wait_workers {
     my ($self, $offset) = @_;
-    my $deadline = time + 10;
+    my $deadline = time + ($VALGRIND ? 60 : 10);
     while (time < $deadline) {
         my ($n) = $self->_workers_since($offset);
         return 1 if $n >= $self->{workers};
         sleep 0.02;
+    }
+    return 0;
+}
+
+# every worker connected to Redis (a test's first call should not race the
+# connection, least of all under valgrind)
+sub _wait_redis {
+    my ($self) = @_;
+    my $redis = $self->{conf}{redis} or return;
+    return if exists $self->{conf}{redis_conf};
+    my $deadline = time + ($VALGRIND ? 30 : 5);
+    while (time < $deadline) {
+        my $list = eval { $redis->cmd('CLIENT', 'LIST') } // '';
+        my $n = grep { !/cmd=client\|list/ && /cmd=(\S+)/ && $1 ne 'NULL' } split /\n/, $list;
+        if ($n >= $self->{workers}) {
+            sleep($VALGRIND ? 0.5 : 0.02);
+            return 1;
+        }
+        sleep 0.05;
     }
     return 0;
 }
@@ -368,13 +388,12 @@ sub reload {
     while (time < $deadline) {
         my ($n, $log) = $self->_workers_since($offset);
         return 0 if $log =~ /\[emerg\]/;
-        if ($VALGRIND) {
-            return 1 if $log =~ /reconfiguring/;
-        } elsif ($n >= $self->{workers}) {
+        if ($n >= $self->{workers}) {
             # the old workers stop accepting, then exit
             while (time < $deadline && grep { kill 0, $_ } @old) {
                 sleep 0.02;
             }
+            $self->_wait_redis;
             return 1;
         }
         sleep 0.02;
@@ -439,10 +458,12 @@ sub stop {
         Test::More::diag($_) for @alerts[0 .. ($#alerts > 20 ? 20 : $#alerts)];
     }
     if ($VALGRIND) {
-        my $vg = _slurp("$self->{prefix}/logs/valgrind.log");
-        if (($status >> 8) == 99 || $vg =~ /(definitely lost|Invalid (read|write)|uninitialised|Invalid free)/) {
-            Test::More::fail("valgrind reports no error");
-            Test::More::diag(substr($vg, 0, 6000));
+        # one report per process (master, workers, old workers of reloads)
+        for my $f (glob "$self->{prefix}/logs/valgrind.*.log") {
+            my $vg = _slurp($f);
+            next unless $vg =~ /ERROR SUMMARY: [1-9]/ || ($f =~ /\.$pid\./ && ($status >> 8) == 99);
+            Test::More::fail("valgrind reports no error ($f)");
+            Test::More::diag(substr($vg, 0, 8000));
         }
     }
     return $self;
