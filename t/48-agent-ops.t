@@ -64,9 +64,12 @@ is($run->{rc}, 0, 'throttle: exit 0');
 my $nreq = () = $stripe->requests;
 ok($dt >= ($nreq - 1) / 5 - 0.1, sprintf('throttle: %d requests took %.2f s at --max-rps 5', $nreq, $dt));
 my @ts = map { $_->{time} } $stripe->requests;
-my $min = 1e9;
-$min = $ts[$_] - $ts[$_ - 1] < $min ? $ts[$_] - $ts[$_ - 1] : $min for 1 .. $#ts;
-ok($min >= 0.15, sprintf('throttle: requests at least %.3f s apart', $min));
+my $max = 0;
+for my $i (0 .. $#ts) {
+    my $n = grep { $_ >= $ts[$i] && $_ < $ts[$i] + 1 } @ts;
+    $max = $n if $n > $max;
+}
+ok($max <= 6, "throttle: at most $max requests in any second");
 
 # SIGTERM: stops after the line in hand, releases the lock, exit 1
 $r->flushall;
