@@ -1030,6 +1030,78 @@ bill_dry(bill_t *b, bill_sub_t *s, int i)
 }
 
 
+/*
+ * --retry-failed: a line the API refused for good gets a fresh key
+ * ("...-r1", "-r2", ...) and a body priced and mapped anew.  The old key is
+ * looked up first: an item stored under it (say by a conflicting request of
+ * ours) is taken as the line's item instead of posting a second one.
+ */
+static void
+bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
+    abuf_t *body)
+{
+    ledger_entry_t  *e = &s->led[i];
+    stripe_resp_t    r;
+    char             key[300], old_cus[256], found[256];
+    const char      *suffix;
+    long             n = 0;
+    int              rc;
+
+    bill_key(b, s, i, key, sizeof(key));
+    suffix = e->key ? strstr(e->key, "-r") : NULL;
+    if (e->key && strncmp(e->key, key, strlen(key)) == 0 && suffix) {
+        n = strtol(suffix + 2, NULL, 10);
+    }
+    snprintf(key + strlen(key), sizeof(key) - strlen(key), "-r%ld", n + 1);
+
+    if (!b->o->dry_run && e->key && e->body) {
+        if (bill_stopped(b) || bill_stripe_start(b) != 0) {
+            return;
+        }
+        form_get(e->body, "customer", old_cus, sizeof(old_cus));
+        stripe_resp_init(&r);
+        rc = old_cus[0] ? stripe_find_item(&b->stripe, old_cus, e->key, found,
+                                           sizeof(found), &r)
+                        : 0;
+        stripe_resp_free(&r);
+        if (rc < 0) {
+            b->nunknown++;
+            bill_report(b, s, i, old_cus, "unknown", NULL,
+                        "cannot list the customer's items");
+            return;
+        }
+        if (rc == 1) {
+            free(e->item);
+            e->item = xstrdup(found);
+            agent_log("retry %s: the old key %s is stored as %s", field,
+                      e->key, found);
+            if (bill_move(b, field, e, LEDGER_POSTED) == 0
+                && bill_move(b, field, e, LEDGER_DONE) == 0)
+            {
+                b->ndone++;
+                bill_report(b, s, i, old_cus, "done", e->item, NULL);
+            }
+            return;
+        }
+    }
+
+    bill_body(b, s, i, key, body);
+    free(e->key);
+    free(e->body);
+    free(e->error);
+    e->error = NULL;
+    e->key = xstrdup(key);
+    e->body = xstrndup(body->data, body->len);
+    agent_log("retrying failed line %s with key %s", field, key);
+
+    if (b->o->dry_run) {
+        bill_dry(b, s, i);
+    } else {
+        bill_push_line(b, s, i, field);
+    }
+}
+
+
 static void
 bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
 {
@@ -1048,6 +1120,12 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
         return;
 
     case LEDGER_FAILED:
+        if (b->o->retry_failed && s->lines[i].amount != 0
+            && s->customer[0] != '\0')
+        {
+            bill_retry_failed(b, s, i, field, body);
+            return;
+        }
         b->nfailed++;
         form_get(e->body, "customer", customer, sizeof(customer));
         bill_report(b, s, i, customer, "failed", e->item, e->error);

@@ -17,6 +17,7 @@ typedef struct {
     int          allow_open;      /* bill a month that has not ended */
     int          dry_run;
     int          create_invoices;
+    int          retry_failed;    /* give failed lines a fresh key */
     const char  *report;          /* path or NULL */
     double       max_rps;
     long         timeout_ms;

@@ -49,6 +49,8 @@ static const char  *usage_text =
 "  --report FILE            write every line as CSV, or JSON lines if FILE\n"
 "                           ends in .json, .jsonl or .ndjson\n"
 "  --create-invoices        then create one invoice per customer\n"
+"  --retry-failed           post lines the API refused again, with a new\n"
+"                           key (after fixing the cause)\n"
 "  --max-rps N              at most N API requests per second (default 20)\n"
 "  --stripe-key-file FILE   read the secret key from FILE (owner-only);\n"
 "                           otherwise from STRIPE_API_KEY\n"
@@ -482,7 +484,7 @@ parse_num(const char *opt, const char *arg, int64_t min, int64_t max,
 enum {
     OPT_REDIS = 256, OPT_PERIOD, OPT_ALLOW_OPEN, OPT_DRY_RUN, OPT_REPORT,
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
-    OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV
+    OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED
 };
 
 static const struct option  long_opts[] = {
@@ -493,6 +495,7 @@ static const struct option  long_opts[] = {
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "report", required_argument, NULL, OPT_REPORT },
     { "create-invoices", no_argument, NULL, OPT_INVOICES },
+    { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED },
     { "max-rps", required_argument, NULL, OPT_MAX_RPS },
     { "stripe-key-file", required_argument, NULL, OPT_KEY_FILE },
     { "timeout", required_argument, NULL, OPT_TIMEOUT },
@@ -542,6 +545,9 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
             break;
         case OPT_INVOICES:
             conf->bill.create_invoices = 1;
+            break;
+        case OPT_RETRY_FAILED:
+            conf->bill.retry_failed = 1;
             break;
         case OPT_MAX_RPS:
             if (parse_num("--max-rps", optarg, 1, 1000000, &v) != 0) {

@@ -120,4 +120,16 @@ delete $got->{$victim};
 is_deeply({ map { $_ => [ @{ $got->{$_} }[0, 1] ] } keys %$got }, \%exp,
     'idempotency_error: the other lines are posted');
 
+# --retry-failed: the refused line gets a fresh key and is stored once
+$run = bill('--retry-failed');
+is($run->{rc}, 0, 'retry-failed: exit 0') or diag $run->{err};
+like($run->{err}, qr/retrying failed line \Q$victim\E with key \Q$key\E-r1/, 'retry-failed: new key');
+is(decode_json($r->cmd('HGET', 'apimon:bill:202601', $victim))->{state}, 'done', 'retry-failed: line done');
+exactly_once($m, 'retry-failed');
+$n = () = $stripe->requests;
+$run = bill('--retry-failed');
+is($run->{rc}, 0, 'retry-failed rerun: exit 0');
+is((grep { $_->{method} eq 'POST' } ($stripe->requests)[$n .. scalar($stripe->requests) - 1]), 0,
+    'retry-failed rerun: nothing posted');
+
 done_testing;
