@@ -337,6 +337,10 @@ ngx_http_apimon_admin_cleanup(void *data)
         cJSON_Delete(ctx->body);
         ctx->body = NULL;
     }
+
+    if (ctx->key_set) {
+        ngx_explicit_memzero(ctx->keys, sizeof(ctx->keys));
+    }
 }
 
 
