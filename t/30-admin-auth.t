@@ -107,8 +107,24 @@ is($res->{headers}{allow}, 'GET', 'Allow for the catalog');
 is($api->request('DELETE', '/audit')->{headers}{allow}, 'GET', 'Allow for the audit');
 is($api->get('/developers', undef, token => undef)->{status}, 401, 'authentication before routing');
 
-# --- the organization is configurable
+# --- the token file is read again on reload
+my $tf = $n->prefix . '/admin.tokens';
+open my $fh, '>', $tf or die $!;
+print $fh "rotated:rotated-token-0123456789\n";
+close $fh;
+ok($n->reload, 'reload');
+Apimon::Admin::wait_redis($n);
+is($api->get('/apiproducts')->{status}, 401, 'after reload: the old token is refused');
+is($api->get('/apiproducts', undef, token => 'rotated-token-0123456789')->{status}, 200, 'the new one works');
 $n->stop;
+
+# --- nginx's own access rules apply on top
+$n = Apimon::Admin::start_nginx($r, admin => 'deny all;');
+$api = Apimon::Admin->new(nginx => $n);
+is($api->get('/apiproducts')->{status}, 403, 'deny all: refused before the token is even checked');
+$n->stop;
+
+# --- the organization is configurable
 $n = Apimon::Admin::start_nginx($r, admin => 'apimon_organization acme;');
 $api = Apimon::Admin->new(nginx => $n);
 is($api->get('//apimon/v1/organizations/acme/apiproducts')->{status}, 200, 'apimon_organization acme');
