@@ -851,6 +851,99 @@ bill_move(bill_t *b, const char *field, ledger_entry_t *e,
 }
 
 
+/* strips a trailing "-<ch><digits>" from key[0..*len); its number or 0 */
+static long
+key_tail(const char *key, size_t *len, char ch)
+{
+    size_t  i = *len;
+
+    while (i > 0 && key[i - 1] >= '0' && key[i - 1] <= '9') {
+        i--;
+    }
+    if (i == *len || i < 2 || key[i - 1] != ch || key[i - 2] != '-') {
+        return 0;
+    }
+    *len = i - 2;
+    return strtol(key + i, NULL, 10);
+}
+
+
+/*
+ * Keys are <base>[-r<N>][-u<M>]: -r from --retry-failed, -u from re-keying
+ * after a replayed 5xx.  The base length and both numbers.
+ */
+static size_t
+key_parts(const char *key, long *r, long *u)
+{
+    size_t  len = strlen(key);
+
+    *u = key_tail(key, &len, 'u');
+    *r = key_tail(key, &len, 'r');
+    return len;
+}
+
+
+/* every occurrence of from in s replaced by to (keys: no escaping needed) */
+static char *
+str_replace_all(const char *s, const char *from, const char *to)
+{
+    abuf_t       out;
+    const char  *p;
+    size_t       fl = strlen(from);
+
+    abuf_init(&out);
+    while ((p = strstr(s, from)) != NULL) {
+        abuf_add(&out, s, (size_t) (p - s));
+        abuf_adds(&out, to);
+        s = p + fl;
+    }
+    abuf_adds(&out, s);
+    return out.data;
+}
+
+
+/*
+ * A replayed 5xx means the first request under the key has finished with
+ * an error, and the listing just showed no item under it: the key can only
+ * ever replay that error (for 24 hours at Stripe), so the line moves to a
+ * fresh key, recorded in the ledger before it is used.
+ */
+static int
+bill_rekey(bill_t *b, const char *field, ledger_entry_t *e)
+{
+    char    key[320];
+    char   *body, *old_key, *old_body;
+    long    r, u;
+    size_t  base;
+
+    base = key_parts(e->key, &r, &u);
+    if (r) {
+        snprintf(key, sizeof(key), "%.*s-r%ld-u%ld", (int) base, e->key, r,
+                 u + 1);
+    } else {
+        snprintf(key, sizeof(key), "%.*s-u%ld", (int) base, e->key, u + 1);
+    }
+    body = str_replace_all(e->body, e->key, key);
+
+    old_key = e->key;
+    old_body = e->body;
+    e->key = xstrdup(key);
+    e->body = body;
+    if (bill_move(b, field, e, LEDGER_COMPUTED) != 0) {
+        free(e->key);
+        free(e->body);
+        e->key = old_key;
+        e->body = old_body;
+        return -1;
+    }
+    agent_log("%s: the key %s only replays a 5xx and no item holds it; "
+              "now %s", field, old_key, key);
+    free(old_key);
+    free(old_body);
+    return 0;
+}
+
+
 typedef enum {
     PUSH_POSTED,
     PUSH_FAILED,
@@ -865,11 +958,11 @@ typedef enum {
  * attempt's outcome is unknown, so look for it before posting.
  */
 static push_e
-bill_post(bill_t *b, const char *customer, ledger_entry_t *e, int resume,
-    stripe_resp_t *r)
+bill_post(bill_t *b, const char *field, const char *customer,
+    ledger_entry_t *e, int resume, stripe_resp_t *r)
 {
     char  found[256];
-    int   retry = 0, rc;
+    int   retry = 0, rc, rekey = 0;
 
     for ( ;; ) {
         if (resume) {
@@ -887,6 +980,9 @@ bill_post(bill_t *b, const char *customer, ledger_entry_t *e, int resume,
                     return PUSH_FATAL;
                 }
                 return PUSH_UNKNOWN;
+            }
+            if (rekey && bill_rekey(b, field, e) != 0) {
+                return PUSH_FATAL;
             }
         }
 
@@ -918,6 +1014,7 @@ bill_post(bill_t *b, const char *customer, ledger_entry_t *e, int resume,
 
         case STRIPE_UNKNOWN:
             resume = 1;
+            rekey = (r->replayed && r->status >= 500);
             break;
         }
 
@@ -954,7 +1051,7 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
     }
 
     stripe_resp_init(&r);
-    rc = bill_post(b, customer, e, resume, &r);
+    rc = bill_post(b, field, customer, e, resume, &r);
 
     switch (rc) {
 
@@ -1043,14 +1140,16 @@ bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
     ledger_entry_t  *e = &s->led[i];
     stripe_resp_t    r;
     char             key[300], old_cus[256], found[256];
-    const char      *suffix;
-    long             n = 0;
+    long             n = 0, u;
     int              rc;
 
     bill_key(b, s, i, key, sizeof(key));
-    suffix = e->key ? strstr(e->key, "-r") : NULL;
-    if (e->key && strncmp(e->key, key, strlen(key)) == 0 && suffix) {
-        n = strtol(suffix + 2, NULL, 10);
+    if (e->key && key_parts(e->key, &n, &u) == strlen(key)
+        && strncmp(e->key, key, strlen(key)) == 0)
+    {
+        /* the same pricing version: count on from the last retry */
+    } else {
+        n = 0;
     }
     snprintf(key + strlen(key), sizeof(key) - strlen(key), "-r%ld", n + 1);
 

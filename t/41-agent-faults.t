@@ -56,6 +56,20 @@ ok((grep { $_->{method} eq 'GET' && ($_->{query} // '') =~ /customer=cus_/ } $st
     '500 after store: GET /v1/invoiceitems?customer=...');
 exactly_once($m, '500 after store');
 
+# a 500 before anything was stored: the key replays that 500 from then on;
+# the listing shows no item, so the line moves to a fresh key
+$m = fresh();
+$stripe->fault('500', count => 1, after => 5);
+$run = bill();
+is($run->{rc}, 0, '500 without store: exit 0') or diag $run->{err};
+like($run->{err}, qr/only replays a 5xx and no item holds it; now apimon-\S+-u1/, '500 without store: re-keyed');
+ok((grep { $_->{replayed} && ($_->{status} // 0) == 500 } $stripe->requests), '500 without store: the 500 was replayed');
+exactly_once($m, '500 without store');
+my ($rk) = grep { $_->{metadata}{apimon_key} =~ /-u1$/ } $stripe->items;
+my ($rsub, $rline) = ($rk->{metadata}{apimon_subscription}, $rk->{metadata}{apimon_line});
+is(decode_json($r->cmd('HGET', 'apimon:bill:202601', "$rsub|$rline"))->{key}, $rk->{metadata}{apimon_key},
+    '500 without store: the ledger holds the new key');
+
 # a timeout: the server stored the item and answers too late
 $m = fresh();
 $stripe->fault('slow', seconds => 3, after => 1);
