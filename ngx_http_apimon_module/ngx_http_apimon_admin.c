@@ -1368,7 +1368,9 @@ ngx_http_apimon_admin_page(ngx_http_request_t *r,
 }
 
 
-ngx_int_t
+/* the audit arguments: who (the token's name) and the client address */
+
+void
 ngx_http_apimon_admin_client(ngx_http_request_t *r, ngx_str_t *who,
     ngx_str_t *addr)
 {
@@ -1378,8 +1380,6 @@ ngx_http_apimon_admin_client(ngx_http_request_t *r, ngx_str_t *who,
 
     *who = ctx->who;
     *addr = r->connection->addr_text;
-
-    return NGX_OK;
 }
 
 

@@ -130,7 +130,7 @@ ngx_int_t ngx_http_apimon_admin_arg(ngx_http_request_t *r, char *name,
     ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_page(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *start, ngx_str_t *count);
-ngx_int_t ngx_http_apimon_admin_client(ngx_http_request_t *r, ngx_str_t *who,
+void ngx_http_apimon_admin_client(ngx_http_request_t *r, ngx_str_t *who,
     ngx_str_t *addr);
 ngx_uint_t ngx_http_apimon_admin_is(ngx_str_t *s, char *text);
 ngx_uint_t ngx_http_apimon_admin_valid_name(u_char *p, size_t len);
