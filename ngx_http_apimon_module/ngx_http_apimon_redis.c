@@ -71,6 +71,7 @@ typedef struct {
 
     ngx_event_t                        connect_timer;
     ngx_event_t                        reconnect_timer;
+    ngx_event_t                        flush;      /* posted: write commands */
 
     /* timer events' data must look like a connection (debug logging) */
     ngx_connection_t                   dummy;
@@ -80,6 +81,7 @@ typedef struct {
 
     unsigned                           initialized:1;
     unsigned                           exiting:1;
+    unsigned                           flushing:1;
 } ngx_http_apimon_redis_t;
 
 
@@ -102,6 +104,7 @@ static void ngx_http_apimon_redis_del_read(void *privdata);
 static void ngx_http_apimon_redis_add_write(void *privdata);
 static void ngx_http_apimon_redis_del_write(void *privdata);
 static void ngx_http_apimon_redis_cleanup(void *privdata);
+static void ngx_http_apimon_redis_flush(ngx_event_t *ev);
 static void ngx_http_apimon_redis_read_handler(ngx_event_t *rev);
 static void ngx_http_apimon_redis_write_handler(ngx_event_t *wev);
 
@@ -227,6 +230,10 @@ ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
     rs->connect_timer.log = cycle->log;
     rs->connect_timer.cancelable = 1;
 
+    rs->flush.handler = ngx_http_apimon_redis_flush;
+    rs->flush.data = &rs->dummy;
+    rs->flush.log = cycle->log;
+
     rs->reconnect_timer.handler = ngx_http_apimon_redis_reconnect;
     rs->reconnect_timer.data = &rs->dummy;
     rs->reconnect_timer.log = cycle->log;
@@ -269,6 +276,10 @@ ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle)
 
     if (rs->reconnect_timer.timer_set) {
         ngx_del_timer(&rs->reconnect_timer);
+    }
+
+    if (rs->flush.posted) {
+        ngx_delete_posted_event(&rs->flush);
     }
 
     /* the requests are gone: forget every call without running handlers */
@@ -766,12 +777,38 @@ ngx_http_apimon_redis_del_read(void *privdata)
 }
 
 
+/*
+ * Commands issued while the event loop runs are written together at the end
+ * of the iteration, from a posted event, without a write event round trip;
+ * the write event is used to learn that the connect completed, and when the
+ * socket buffer is full.
+ */
+
 static void
 ngx_http_apimon_redis_add_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
+    redisAsyncContext        *ac;
+    ngx_http_apimon_redis_t  *rs;
+
     if (c == NULL) {
+        return;
+    }
+
+    rs = &ngx_http_apimon_redis;
+    ac = c->data;
+
+    if (!c->write->active
+        && !rs->flushing
+        && (ac->c.flags & REDIS_CONNECTED)
+        && ac == rs->ac)
+    {
+        if (!rs->flush.posted) {
+            rs->flush.data = c;
+            ngx_post_event(&rs->flush, &ngx_posted_events);
+        }
+
         return;
     }
 
@@ -812,11 +849,38 @@ ngx_http_apimon_redis_cleanup(void *privdata)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "apimon redis: close connection, fd:%d", c->fd);
 
+    if (ngx_http_apimon_redis.flush.posted
+        && ngx_http_apimon_redis.flush.data == c)
+    {
+        ngx_delete_posted_event(&ngx_http_apimon_redis.flush);
+    }
+
     /* nginx closes the socket: keep hiredis from closing that fd again */
     ac->c.fd = -1;
     ac->ev.data = NULL;
 
     ngx_close_connection(c);
+}
+
+
+static void
+ngx_http_apimon_redis_flush(ngx_event_t *ev)
+{
+    ngx_connection_t         *c = ev->data;
+    redisAsyncContext        *ac;
+    ngx_http_apimon_redis_t  *rs;
+
+    rs = &ngx_http_apimon_redis;
+    ac = c->data;
+
+    if (ac != rs->ac || c->write->active) {
+        return;
+    }
+
+    /* an addWrite call from inside means "not all written": use the event */
+    rs->flushing = 1;
+    redisAsyncHandleWrite(ac);
+    rs->flushing = 0;
 }
 
 
