@@ -8,7 +8,8 @@
 #  2. `bill --period 2026-01 --dry-run` (collect + price 100,000
 #     subscriptions): wall time, peak RSS (goal: < 2 s);
 #  3. a fresh Redis with 10,000 flat-fee subscriptions pushed to
-#     t/stripe-server with a high --max-rps: wall time, lines/s, peak RSS.
+#     t/stripe-server with a high --max-rps: wall time, lines/s, peak RSS;
+#     then their next month at --max-rps 500 (throttle-bound).
 #
 # env: SUBS (default 100000), PUSH (default 10000), BUILD (default ./build)
 set -euo pipefail
@@ -128,3 +129,8 @@ printf 'push: %d lines posted, wall %.2f s, %.0f lines/s; agent CPU user %.2f s 
     "$POSTED" "$WALL" "$(echo "$POSTED / ($WALL + 0.001)" | bc -l)" "$USR" "$SYS" "$RSS"
 timed "$DIR/rerun.out" "$AGENT" --quiet bill --period 2026-01 --max-rps 100000
 printf 'rerun (all done, nothing posted): wall %.2f s, peak RSS %d KB\n' "$WALL" "$RSS"
+# the same subscriptions' February fees at --max-rps 500: the throttle is
+# the limit, not the agent
+timed "$DIR/push2.out" "$AGENT" --quiet bill --period 2026-02 --max-rps 500
+printf 'push at --max-rps 500: %d lines, wall %.2f s, %.0f lines/s (throttle-bound); agent CPU %.2f s\n' \
+    "$PUSH" "$WALL" "$(echo "$PUSH / ($WALL + 0.001)" | bc -l)" "$(echo "$USR + $SYS" | bc -l)"
