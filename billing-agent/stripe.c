@@ -288,7 +288,9 @@ stripe_request(stripe_t *s, const char *path, const char *body,
         stripe_classify(r);
     }
 
+    /* the handle outlives this frame: drop pointers into it */
     curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
     curl_slist_free_all(h);
     abuf_free(&url);
     abuf_free(&ik);
