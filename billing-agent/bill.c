@@ -1676,9 +1676,6 @@ bill_setup(bill_t *b, char *err, size_t errlen)
 {
     const bill_opts_t  *o = b->o;
 
-    if (report_open(&b->rep, o->report, err, errlen) != 0) {
-        return -1;
-    }
     if (o->dry_run) {
         return 0;
     }
@@ -1731,8 +1728,19 @@ bill_run(redisContext *c, const bill_opts_t *o)
 
     if (!o->dry_run && (rc = bill_lock(&b)) != 0) {
         stripe_free(&b.stripe);
-        report_close(&b.rep);
         return rc;
+    }
+
+    /* only the lock holder may truncate a report a running job writes */
+    if (report_open(&b.rep, o->report, err, sizeof(err)) != 0) {
+        agent_err("%s", err);
+        if (b.locked) {
+            ar_lock_release(c, b.token);
+        }
+        if (!o->dry_run) {
+            stripe_free(&b.stripe);
+        }
+        return AGENT_EXIT_CONFIG;
     }
 
     agent_log("billing %s%s", b.ptext, o->dry_run ? " (dry run)" : "");

@@ -11,6 +11,7 @@ use Apimon::Stripe;
 use Apimon::Agent qw(run_agent spawn_agent wait_agent setup_models items_by_line agent_env);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
+use File::Temp;
 
 plan skip_all => 'billing-agent not built' unless -x Apimon::Agent::agent_bin();
 
@@ -84,12 +85,17 @@ $r->flushall;
 $stripe->reset;
 $m = setup_models($r);
 $stripe->fault('slow', seconds => 2, after => 0);
-my $first = spawn_agent(env => $env, args => ['bill', '--period', '2026-01', '--max-rps', '1000']);
+my $rep = File::Temp->new(SUFFIX => '.csv');
+my $first = spawn_agent(env => $env, args => ['bill', '--period', '2026-01', '--max-rps', '1000',
+    '--report', $rep->filename]);
 ok(wait_for_fault(), 'overlap: first run is busy');
-$run = run_agent(env => $env, args => ['bill', '--period', '2026-01']);
+$run = run_agent(env => $env, args => ['bill', '--period', '2026-01', '--report', $rep->filename]);
 is($run->{rc}, 3, 'overlap: second run exits 3');
 my $one = wait_agent($first, 30);
 is($one->{rc}, 0, 'overlap: first run completes') or diag $one->{err};
+my @rows = do { open my $f, '<', $rep->filename or die; <$f> };
+is(scalar(grep { /,done,/ } @rows), scalar keys %{ $m->{expect} },
+    'overlap: the second run left the first one\'s report alone');
 $got = items_by_line($stripe);
 is(scalar keys %$got, scalar keys %{ $m->{expect} }, 'overlap: every line once');
 is($r->cmd('EXISTS', 'apimon:bill:lock'), 0, 'overlap: lock released by its owner');
