@@ -23,7 +23,7 @@ $stripe->fault('429', count => 1, path => '/v1/invoices');
 my $run = run_agent(env => $env, args => \@args);
 is($run->{rc}, 0, 'exit 0') or diag $run->{err};
 my @inv = $stripe->invoices;
-is_deeply([ sort map { $_->{customer} } @inv ], [qw(cus_acme cus_ann cus_bob)], 'one invoice per customer');
+is_deeply([ sort map { $_->{customer} } @inv ], [qw(cus_acme cus_ann cus_bob cus_kappa)], 'one invoice per customer');
 my @items = $stripe->items;
 is(scalar @items, scalar keys %{ $m->{expect} }, 'all items posted');
 ok(!grep({ !defined $_->{invoice} } @items), 'every item is on an invoice');
@@ -45,7 +45,7 @@ like($ik[0], qr/^apimon-202601-invoice-cus_/, 'invoices carry an idempotency key
 my $n = () = $stripe->requests;
 $run = run_agent(env => $env, args => \@args);
 is($run->{rc}, 0, 'rerun: exit 0');
-is(scalar($stripe->invoices), 3, 'rerun: no new invoice');
+is(scalar($stripe->invoices), 4, 'rerun: no new invoice');
 is((grep { $_->{method} eq 'POST' } ($stripe->requests)[$n .. scalar($stripe->requests) - 1]), 0,
     'rerun: no POST');
 

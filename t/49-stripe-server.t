@@ -61,6 +61,10 @@ like($j->{id}, qr/^ii_/, 'ii_ id');
 is_deeply([ @$j{qw(amount currency description)}, $j->{period}, $j->{metadata} ],
     [ -7, 'eur', 'a & b = c', { start => 10, end => 20 }, { apimon_key => 'k0' } ], 'fields decoded');
 
+($x, $j) = post('/v1/invoiceitems', { customer => 'cus_1', amount => 5, currency => 'usd' });
+is($x->{status}, 400, 'a customer keeps one currency');
+like($j->{error}{message}, qr/combine currencies/, 'as Stripe words it');
+
 # idempotency
 my %f = (customer => 'cus_2', amount => 100, currency => 'usd');
 my ($a1, $ja) = post('/v1/invoiceitems', \%f, 'Idempotency-Key' => 'K1');

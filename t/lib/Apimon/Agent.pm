@@ -130,6 +130,8 @@ sub setup_models {
     $r->put_developer('bob@example.com', { firstName => 'Bob', lastName => 'B',
         userName => 'bob' }, now => $t0);
     $r->put_appgroup('acme', { displayName => 'Acme' }, now => $t0);
+    $r->put_appgroup('kappa', { displayName => 'Kappa' }, now => $t0);
+    $r->set_customer('appgroup', 'kappa', 'cus_kappa', $t0);
     $r->set_customer('developer', 'ann@example.com', 'cus_ann', $t0);
     $r->set_customer('developer', 'bob@example.com', 'cus_bob', $t0);
     $r->set_customer('appgroup', 'acme', 'cus_acme', $t0);
@@ -183,7 +185,8 @@ sub setup_models {
     $expect{"$s->{id}|usage"} = [140, 'usd'];
 
     # package: 300 jpy per 10 calls, partial package counts
-    $s = $mk->('package', 'acme', 'geo-package', '2025-10-01', kind => 'appgroup');
+    # (a customer has one currency: this one is billed in yen)
+    $s = $mk->('package', 'kappa', 'geo-package', '2025-10-01', kind => 'appgroup');
     make_calls($r, $s, 25, $jan->('15T12:00'));
     $expect{"$s->{id}|usage"} = [900, 'jpy'];
 
