@@ -283,7 +283,7 @@ days_from_civil(int64_t y, int m, int d)
 static void
 bill_usage(bill_sub_t *s, const redisReply *u)
 {
-    const char  *f, *bar;
+    const char  *f;
     int64_t      day, v, ymd, day_ms;
     size_t       i;
 
@@ -303,8 +303,6 @@ bill_usage(bill_sub_t *s, const redisReply *u)
         {
             continue;
         }
-        bar = f + 8;
-        (void) bar;
         day = days_from_civil(ymd / 10000, (int) (ymd / 100 % 100),
                               (int) (ymd % 100));
         day_ms = day * 86400000;
