@@ -60,6 +60,17 @@ for my $case (@bad) {
     like($@, qr/in \S+nginx\.conf:\d+/, 'with file and line') if $@ !~ /is not set/;
 }
 
+# --- accepted address forms: no port (6379), IPv6; nothing listens there: 503
+for my $addr ('127.0.0.1', '[::1]:1', '127.0.0.1:1 db=2 connect_timeout=300ms') {
+    my $n = Apimon::Nginx->new(workers => 1);
+    ok(eval { $n->start(redis_conf => "apimon_redis $addr;", server => $loc->($on)); 1 },
+       "apimon_redis $addr: accepted") or diag $@;
+    my $res = $n->get('/x/a', 'X-API-Key' => $key);
+    ok($res->{status} == 503 || ($addr eq '127.0.0.1' && $res->{status} =~ /^(200|401|503)$/),
+       "apimon_redis $addr: answers ($res->{status})");
+    $n->stop;
+}
+
 # --- a second Redis on a unix socket, with a password
 my $n = Apimon::Nginx->new(workers => 1);
 my $sock = $n->prefix . '/redis.sock';
