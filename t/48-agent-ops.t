@@ -39,10 +39,11 @@ wait_agent($p);
 my %led = @{ $r->cmd('HGETALL', 'apimon:bill:202601') };
 my ($computed) = grep { decode_json($led{$_})->{state} eq 'computed' } keys %led;
 my ($cus) = decode_json($led{$computed})->{body} =~ /customer=(cus_\w+)/;
+my ($cur) = decode_json($led{$computed})->{body} =~ /currency=([a-z]{3})/;
 my $http = HTTP::Tiny->new;
 for my $i (1 .. 150) {
     $http->post_form($stripe->url . '/v1/invoiceitems',
-        { customer => $cus, amount => 1, currency => 'usd', description => "other $i" },
+        { customer => $cus, amount => 1, currency => $cur, description => "other $i" },
         { headers => { Authorization => 'Bearer ' . $stripe->key } });
 }
 sleep 1.2;
