@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -613,6 +614,9 @@ main(int argc, char **argv)
     const char   *env;
     char        **args;
     int           nargs, rc;
+
+    /* a peer that closed (Redis, the API) is an error to handle, not death */
+    signal(SIGPIPE, SIG_IGN);
 
     memset(&conf, 0, sizeof(conf));
     env = getenv("APIMON_REDIS");
