@@ -90,6 +90,35 @@ $run = run_agent(env => $env, args => \@bill);
 is($run->{rc}, 0, 'sigterm: rerun exit 0');
 exactly_once('sigterm');
 
+# Redis goes away in the middle of a run: exit 1, nothing lost, the rerun
+# (Redis back with its data) posts every line exactly once
+{
+    my $ra = Apimon::Redis->start(aof => 1);
+    $stripe->reset;
+    my $ma = setup_models($ra);
+    my $enva = agent_env($ra, $stripe);
+    $stripe->fault('slow', seconds => 1, after => 3);
+    my $pa = spawn_agent(env => $enva, args => [@bill, '--lock-ttl', '3']);
+    ok(wait_for(sub { grep { ($_->{fault} // '') eq 'slow' } $stripe->requests }), 'redis lost: run inside a POST');
+    $ra->stop;
+    my $ru = wait_agent($pa, 40);
+    is($ru->{rc}, 1, 'redis lost: exit 1');
+    like($ru->{err}, qr/ledger .*Redis|Redis: /, 'redis lost: says so');
+    $ra->restart;
+    # the run could not release its lock without Redis: it expires by itself
+    my $again = run_agent(env => $enva, args => [@bill]);
+    is($again->{rc}, 3, 'redis back: the dead run\'s lock holds until its TTL');
+    sleep 3;
+    $again = run_agent(env => $enva, args => [@bill]);
+    is($again->{rc}, 0, 'redis back: rerun exit 0') or diag $again->{err};
+    my $n = $stripe->key_counts;
+    is_deeply([ grep { $_ ne '' && $n->{$_} > 1 } keys %$n ], [], 'redis lost: no key twice');
+    my $got = items_by_line($stripe);
+    is_deeply({ map { $_ => [ @{ $got->{$_} }[0, 1] ] } keys %$got }, $ma->{expect},
+        'redis lost: every line once');
+    $ra->stop;
+}
+
 # command line and environment
 $run = run_agent(env => $env, args => ['--help']);
 is($run->{rc}, 0, '--help: exit 0');
