@@ -157,7 +157,8 @@ ngx_http_apimon_decide(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     switch (ctx->result) {
 
     case NGX_HTTP_APIMON_ALLOWED:
-        return NGX_DECLINED;
+        /* access granted (what counts with "satisfy any") */
+        return NGX_OK;
 
     case NGX_HTTP_APIMON_MISSING_KEY:
     case NGX_HTTP_APIMON_INVALID_KEY:

@@ -325,8 +325,9 @@ ngx_int_t
 ngx_http_apimon_refuse(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_uint_t status)
 {
-    ngx_int_t         rc;
-    ngx_table_elt_t  *h;
+    ngx_int_t                  rc;
+    ngx_table_elt_t           *h;
+    ngx_http_core_loc_conf_t  *clcf;
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "apimon: refused with %ui: %V%s%V", status,
@@ -356,6 +357,15 @@ ngx_http_apimon_refuse(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY
+        && (status == NGX_HTTP_UNAUTHORIZED || status == NGX_HTTP_FORBIDDEN))
+    {
+        /* "satisfy any": another access module may still let it through */
+        return status;
     }
 
     if (ngx_http_apimon_error_page(r, status) == NGX_OK) {

@@ -67,6 +67,21 @@ my $server = <<"CONF";
             apimon on;
         }
 
+        location /any/ {
+            satisfy any;
+            allow 127.0.0.1;
+            deny all;
+            apimon on;
+            proxy_pass http://backend;
+        }
+
+        location /any-deny/ {
+            satisfy any;
+            deny all;
+            apimon on;
+            proxy_pass http://backend;
+        }
+
         location /slow/ {
             apimon on;
             apimon_redis_timeout 3s;
@@ -109,6 +124,15 @@ is(accepted($s), 4, 'error_page: counted once');
 
 $res = $n->get('/tf/none');
 is($res->{status}, 401, 'try_files without a key: 401 before the redirect');
+
+# --- satisfy any: another access module may let a refused call through
+$res = $n->get('/any/x');
+is($res->{status}, 200, 'satisfy any + allow: no key, let through by allow');
+is($res->{headers}{'www-authenticate'}, undef, 'satisfy any + allow: no WWW-Authenticate');
+$res = $n->get('/any-deny/x');
+is($res->{status}, 401, 'satisfy any + deny: 401');
+is($res->{headers}{'www-authenticate'}, 'ApiKey realm="apimon"', 'satisfy any + deny: WWW-Authenticate');
+is($n->get('/any-deny/x', 'X-API-Key' => $s->{primary})->{status}, 200, 'satisfy any + deny: a good key passes');
 
 # --- error_page for a refusal: the page is served with the refusal's headers
 my $h = Apimon::Nginx::subscribe($r, 'hourly');
