@@ -119,6 +119,41 @@ ok(recovers(200, 8 * $slow), 'started after a pause: 200 again');
 
 $n->stop;
 my $log = $n->error_log;
+
+# --- nginx starts while Redis hangs: the connect times out, then recovers
+$r->kill_stop;
+my $n2 = Apimon::Nginx->new(workers => 1);
+my $ct = 400 * $slow;
+$n2->start(redis_conf => 'apimon_redis 127.0.0.1:' . $r->port . " connect_timeout=${ct}ms;",
+           http => "apimon_redis_timeout ${timeout}ms;", server => <<'CONF');
+        location /closed/ {
+            apimon on;
+            apimon_api forecast;
+            proxy_pass http://backend;
+        }
+CONF
+$t0 = time;
+$res = $n2->get('/closed/x', 'X-API-Key' => $key);
+is($res->{status}, 503, 'started while Redis hangs: 503');
+ok(time - $t0 < 2 * $slow, 'started while Redis hangs: within the timeout');
+sleep 0.5 * $slow;
+$r->kill_cont;
+{
+    my $deadline = time + 8 * $slow;
+    my $row = 0;
+    while (time < $deadline && $row < 4) {
+        $row = $n2->get('/closed/x', 'X-API-Key' => $key)->{status} == 200 ? $row + 1 : 0;
+        sleep 0.05;
+    }
+    is($row, 4, 'Redis answers again: 200');
+}
+like($n2->error_log, qr/apimon: redis at 127\.0\.0\.1:\d+ did not answer within \d+ ms/, 'connect timeout logged');
+
+# quitting while a connect hangs: no alert, no leak
+$r->kill_stop;
+$n2->reload;
+$n2->stop;
+$r->kill_cont;
 like($log, qr/apimon: connection to redis at 127\.0\.0\.1:\d+ lost/, 'the lost connection is logged');
 like($log, qr/apimon: redis at 127\.0\.0\.1:\d+ timed out, closing the connection/, 'the timeout is logged');
 like($log, qr/apimon: connected to redis at 127\.0\.0\.1:\d+ again/, 'the reconnection is logged');
