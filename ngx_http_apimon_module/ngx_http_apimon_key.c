@@ -115,15 +115,40 @@ ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out)
 }
 
 
+/*
+ * The digest algorithm and context are made once per process and reused:
+ * with OpenSSL 3, EVP_Digest(..., EVP_sha256(), ...) looks the algorithm up
+ * (under a lock) and allocates a context on every call.
+ */
+
 void
 ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out)
 {
-    unsigned int  len;
-    u_char        md[EVP_MAX_MD_SIZE];
+    unsigned int   len;
+    u_char         md[EVP_MAX_MD_SIZE];
+
+    static EVP_MD_CTX    *ctx;
+    static const EVP_MD  *sha256;
+
+    if (sha256 == NULL) {
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+#endif
+        if (sha256 == NULL) {
+            sha256 = EVP_sha256();
+        }
+    }
+
+    if (ctx == NULL) {
+        ctx = EVP_MD_CTX_new();
+    }
 
     len = 0;
 
-    if (EVP_Digest(key->data, key->len, md, &len, EVP_sha256(), NULL) != 1
+    if (ctx == NULL
+        || EVP_DigestInit_ex(ctx, sha256, NULL) != 1
+        || EVP_DigestUpdate(ctx, key->data, key->len) != 1
+        || EVP_DigestFinal_ex(ctx, md, &len) != 1
         || len != 32)
     {
         /* cannot happen with a working libcrypto; never matches a digest */
