@@ -126,6 +126,8 @@ ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, u_char *out,
     ngx_log_t *log);
 /* a new random (version 4) UUID, dashed; out has 36 bytes */
 ngx_int_t ngx_http_apimon_uuid(u_char *out, ngx_log_t *log);
+/* frees the digest state (exit_process) */
+void ngx_http_apimon_key_exit(void);
 
 
 /*
@@ -146,7 +148,7 @@ typedef struct {
     ngx_str_t                  api;
     ngx_http_complex_value_t  *key;
     ngx_flag_t                 hide_key;
-    ngx_str_t                  hide_header;   /* "x_api_key" of $http_x_api_key */
+    ngx_str_t                  hide_header;   /* "x_api_key": $http_x_api_key */
     ngx_str_t                  hide_arg;      /* "api_key" of $arg_api_key */
     ngx_uint_t                 rate_n;        /* 0: no location rate limit */
     ngx_uint_t                 rate_w;        /* seconds */

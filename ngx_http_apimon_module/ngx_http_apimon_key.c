@@ -121,34 +121,36 @@ ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out)
  * (under a lock) and allocates a context on every call.
  */
 
+static EVP_MD_CTX  *ngx_http_apimon_md_ctx;
+static EVP_MD      *ngx_http_apimon_md_fetched;
+
+
 void
 ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out)
 {
     unsigned int   len;
     u_char         md[EVP_MAX_MD_SIZE];
+    const EVP_MD  *sha256;
 
-    static EVP_MD_CTX    *ctx;
-    static const EVP_MD  *sha256;
-
-    if (sha256 == NULL) {
 #if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
-        sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-#endif
-        if (sha256 == NULL) {
-            sha256 = EVP_sha256();
-        }
+    if (ngx_http_apimon_md_fetched == NULL) {
+        ngx_http_apimon_md_fetched = EVP_MD_fetch(NULL, "SHA256", NULL);
     }
+#endif
 
-    if (ctx == NULL) {
-        ctx = EVP_MD_CTX_new();
+    sha256 = ngx_http_apimon_md_fetched ? ngx_http_apimon_md_fetched
+                                        : EVP_sha256();
+
+    if (ngx_http_apimon_md_ctx == NULL) {
+        ngx_http_apimon_md_ctx = EVP_MD_CTX_new();
     }
 
     len = 0;
 
-    if (ctx == NULL
-        || EVP_DigestInit_ex(ctx, sha256, NULL) != 1
-        || EVP_DigestUpdate(ctx, key->data, key->len) != 1
-        || EVP_DigestFinal_ex(ctx, md, &len) != 1
+    if (ngx_http_apimon_md_ctx == NULL
+        || EVP_DigestInit_ex(ngx_http_apimon_md_ctx, sha256, NULL) != 1
+        || EVP_DigestUpdate(ngx_http_apimon_md_ctx, key->data, key->len) != 1
+        || EVP_DigestFinal_ex(ngx_http_apimon_md_ctx, md, &len) != 1
         || len != 32)
     {
         /* cannot happen with a working libcrypto; never matches a digest */
@@ -157,6 +159,25 @@ ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out)
     }
 
     ngx_hex_dump(out, md, 32);
+}
+
+
+/* the worker exits: the module may be unloaded, free what it holds */
+
+void
+ngx_http_apimon_key_exit(void)
+{
+    if (ngx_http_apimon_md_ctx) {
+        EVP_MD_CTX_free(ngx_http_apimon_md_ctx);
+        ngx_http_apimon_md_ctx = NULL;
+    }
+
+#if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
+    if (ngx_http_apimon_md_fetched) {
+        EVP_MD_free(ngx_http_apimon_md_fetched);
+        ngx_http_apimon_md_fetched = NULL;
+    }
+#endif
 }
 
 

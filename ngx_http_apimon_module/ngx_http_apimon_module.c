@@ -395,6 +395,7 @@ static void
 ngx_http_apimon_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_apimon_redis_exit_process(cycle);
+    ngx_http_apimon_key_exit();
 }
 
 
