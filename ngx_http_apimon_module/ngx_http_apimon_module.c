@@ -243,6 +243,7 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_apimon_loc_conf_t *prev = parent;
     ngx_http_apimon_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t          *clcf;
     ngx_http_compile_complex_value_t   ccv;
     ngx_http_apimon_main_conf_t       *amcf;
 
@@ -306,15 +307,31 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
-    if (conf->enable) {
-        amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apimon_module);
+    if (!conf->enable) {
+        return NGX_CONF_OK;
+    }
 
-        if (!amcf->configured) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"apimon\" is on, but \"apimon_redis\" "
-                               "is not set in the http block");
-            return NGX_CONF_ERROR;
-        }
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apimon_module);
+
+    if (!amcf->configured) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon\" is on, but \"apimon_redis\" "
+                           "is not set in the http block");
+        return NGX_CONF_ERROR;
+    }
+
+    /*
+     * while locations are merged, the core module's configuration at hand
+     * is the location's; a server's own has no name
+     */
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->api.len == 0 && clcf->name.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon\" is on in location \"%V\", but "
+                           "\"apimon_api\" is not set", &clcf->name);
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;

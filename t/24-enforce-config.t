@@ -49,6 +49,9 @@ my @bad = (
     [ { redis => $r, server => $loc->("$on apimon_key '';") }, qr/"apimon_key" directive takes an empty value/ ],
     [ { redis => $r, server => $loc->("$on apimon_hide_key maybe;") }, qr/invalid value "maybe" in "apimon_hide_key" directive/ ],
     [ { server => $loc->($on) }, qr/"apimon" is on, but "apimon_redis" is not set/ ],
+    [ { redis => $r, server => $loc->('apimon on;') }, qr/"apimon" is on in location "\/x\/", but "apimon_api" is not set/ ],
+    [ { redis => $r, server => "        apimon on;\n        location /y/ { apimon_api forecast; }\n        location = /z { }\n" },
+      qr/"apimon" is on in location "\/z", but "apimon_api" is not set/ ],
 );
 for my $case (@bad) {
     my $n = Apimon::Nginx->new(workers => 1);
