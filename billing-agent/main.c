@@ -1,5 +1,5 @@
 /*
- * billing-agent: the command line.  See docs/billing-agent.md.
+ * billing-agent: the command line.  See README.md, "The billing agent".
  *
  *   billing-agent [options] catalog apply FILE
  *   billing-agent [options] catalog show

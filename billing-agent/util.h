@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* exit codes, documented in docs/billing-agent.md */
+/* exit codes, documented in README.md (billing-agent, EXIT STATUS) */
 #define AGENT_EXIT_OK       0
 #define AGENT_EXIT_FAILED   1       /* some lines failed/unmapped: rerun */
 #define AGENT_EXIT_CONFIG   2       /* configuration, usage or environment */
