@@ -77,12 +77,12 @@ bench: all
 demo: all
 	bash docs/demo.sh
 
-install: module
-	install -m 0644 $(MODULE) $(DESTDIR)$(NGX_MODDIR)/ngx_http_apimon_module.so
+install: all
+	install -D -m 0644 $(MODULE) $(DESTDIR)$(NGX_MODDIR)/ngx_http_apimon_module.so
 	install -d $(DESTDIR)/usr/share/nginx/modules-available
 	echo 'load_module modules/ngx_http_apimon_module.so;' \
 	    > $(DESTDIR)/usr/share/nginx/modules-available/mod-http-apimon.conf
-	install -m 0755 $(AGENT) $(DESTDIR)/usr/local/bin/billing-agent 2>/dev/null || true
+	install -D -m 0755 $(AGENT) $(DESTDIR)/usr/local/bin/billing-agent
 
 clean:
 	rm -rf $(BUILD)
