@@ -49,7 +49,11 @@ for _ in $(seq 100); do R PING >/dev/null 2>&1 && break; sleep 0.05; done
 
 export APIMON_REDIS=127.0.0.1:$PORT
 
-sha() { cat "$LUA/lib.lua" "$LUA/$1.lua" | R -x SCRIPT LOAD; }
+# the same text as schema/embed.sh: check is core + check, the rest core + lib + op
+sha() {
+    if [ "$1" = check ]; then cat "$LUA/core.lua" "$LUA/check.lua"
+    else cat "$LUA/core.lua" "$LUA/lib.lua" "$LUA/$1.lua"; fi | R -x SCRIPT LOAD
+}
 
 # peak RSS (KB) and wall seconds of a command, from GNU time
 timed() {
@@ -84,8 +88,8 @@ gen() {
                     $t0, $t0);
             } else {
                 my $api = $prod eq "weather" ? "forecast" : "geocode";
-                cmd("EVALSHA", $check_sha, 1, "apimon:sub:{$id}", $dig, $api,
-                    $jan + 86400000 * ($i % 28) + 1000 * $_, 0, 0, 0, "", "loc") for 1 .. 2;
+                cmd("EVALSHA", $check_sha, 1, "apimon:sub:{$id}", $jan + 86400000 * ($i % 28) + 1000 * $_,
+                    $dig, $api, 0, 0, 0, "", "loc") for 1 .. 2;
             }
         }' "$@"
 }

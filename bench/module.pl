@@ -12,6 +12,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/../t/lib";
 use File::Temp qw(tempdir);
+use File::Spec;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep);
 use IO::Socket::IP;
@@ -21,7 +22,7 @@ my $dur     = $ENV{BENCH_DURATION}    || 10;
 my $conns   = $ENV{BENCH_CONNECTIONS} || 50;
 my $threads = $ENV{BENCH_THREADS}     || 2;
 my $workers = $ENV{BENCH_WORKERS}     || 2;
-my $build   = $ENV{APIMON_BUILD}      || "$FindBin::Bin/../build";
+my $build   = File::Spec->rel2abs($ENV{APIMON_BUILD} || "$FindBin::Bin/../build");   # nginx -p changes the base
 
 system('which wrk >/dev/null 2>&1') == 0 or die "wrk is not installed (apt-get install wrk)\n";
 

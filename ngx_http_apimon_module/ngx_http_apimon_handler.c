@@ -25,12 +25,11 @@ static ngx_int_t ngx_http_apimon_check(ngx_http_request_t *r,
     ngx_str_t *key);
 static void ngx_http_apimon_check_done(redisReply *reply, const char *err,
     void *data);
+static void ngx_http_apimon_check_result(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_apimon_parse_reply(ngx_http_request_t *r,
-    ngx_http_apimon_ctx_t *ctx, redisReply *reply);
-static ngx_int_t ngx_http_apimon_reply_str(ngx_http_request_t *r,
-    redisReply *reply, ngx_str_t *s);
-static ngx_int_t ngx_http_apimon_reply_uint(redisReply *reply,
-    ngx_uint_t *n);
+    ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
+static ngx_int_t ngx_http_apimon_text_uint(ngx_str_t *s, ngx_uint_t *n);
 static ngx_int_t ngx_http_apimon_hide_header(ngx_http_request_t *r,
     ngx_str_t *name);
 static ngx_int_t ngx_http_apimon_remove_header(ngx_http_request_t *r,
@@ -284,16 +283,17 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "apimon: check %*s", (size_t) (p - skey), skey);
 
+    /* a batch of one: 1 key, now, then the request's 7 arguments */
     argv[0] = "1";
     argvlen[0] = 1;
     argv[1] = (const char *) skey;
     argvlen[1] = p - skey;
-    argv[2] = (const char *) digest;
-    argvlen[2] = NGX_HTTP_APIMON_DIGEST_LEN;
-    argv[3] = (const char *) alcf->api.data;
-    argvlen[3] = alcf->api.len;
-    argv[4] = "0";                              /* now: Redis TIME */
-    argvlen[4] = 1;
+    argv[2] = "0";                              /* now: Redis TIME */
+    argvlen[2] = 1;
+    argv[3] = (const char *) digest;
+    argvlen[3] = NGX_HTTP_APIMON_DIGEST_LEN;
+    argv[4] = (const char *) alcf->api.data;
+    argvlen[4] = alcf->api.len;
     argv[5] = (const char *) alcf->rate_n_text.data;
     argvlen[5] = alcf->rate_n_text.len;
     argv[6] = (const char *) alcf->rate_w_text.data;
@@ -349,11 +349,17 @@ ngx_http_apimon_check_done(redisReply *reply, const char *err, void *data)
                       (size_t) reply->len, reply->str);
         ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
 
-    } else if (ngx_http_apimon_parse_reply(r, ctx, reply) != NGX_OK) {
+    } else if (reply->type != REDIS_REPLY_ARRAY
+               || reply->elements != 1
+               || reply->element[0]->type != REDIS_REPLY_STRING)
+    {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "apimon: unexpected reply from the check script");
         ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
-        ctx->nwindows = 0;
+
+    } else {
+        ngx_http_apimon_check_result(r, ctx, (u_char *) reply->element[0]->str,
+                                     reply->element[0]->len);
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -369,37 +375,85 @@ ngx_http_apimon_check_done(redisReply *reply, const char *err, void *data)
 }
 
 
+/* one request's element of the check reply: its result, or "!<error>" */
+
+static void
+ngx_http_apimon_check_result(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
+    u_char *data, size_t len)
+{
+    if (len > 0 && data[0] == '!') {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "apimon: the check script failed: %*s",
+                      len - 1, data + 1);
+        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+        return;
+    }
+
+    if (ngx_http_apimon_parse_reply(r, ctx, data, len) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "apimon: unexpected reply from the check script: %*s",
+                      len, data);
+        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+        ctx->nwindows = 0;
+    }
+}
+
+
 /*
- * result, subscription, plan, product, retry-after, W,
- * then W x (name, limit, window, remaining, reset)
+ * One element of the check script's reply (schema/README.md):
+ * "result|subscription|plan|product|retry-after", then
+ * "|name|limit|window|remaining|reset" per window.  The text is copied once
+ * into the request pool; the strings of the context point into it.
  */
 
 static ngx_int_t
 ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
-    redisReply *reply)
+    u_char *data, size_t len)
 {
-    ngx_str_t                  result;
-    ngx_uint_t                 i, w, n;
-    redisReply               **e;
+    u_char                    *p, *last, *copy;
+    ngx_str_t                  f[5 + 5 * NGX_HTTP_APIMON_MAX_WINDOWS];
+    ngx_uint_t                 i, n, w;
     ngx_http_apimon_window_t  *win;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 6) {
+    copy = ngx_pnalloc(r->pool, len);
+    if (copy == NULL) {
         return NGX_ERROR;
     }
 
-    e = reply->element;
+    ngx_memcpy(copy, data, len);
 
-    if (e[0]->type != REDIS_REPLY_STRING && e[0]->type != REDIS_REPLY_STATUS) {
-        return NGX_ERROR;
+    p = copy;
+    last = copy + len;
+
+    for (n = 0; /* void */; n++) {
+        if (n == sizeof(f) / sizeof(ngx_str_t)) {
+            return NGX_ERROR;
+        }
+
+        f[n].data = p;
+
+        while (p < last && *p != '|') {
+            p++;
+        }
+
+        f[n].len = p - f[n].data;
+
+        if (p == last) {
+            n++;
+            break;
+        }
+
+        p++;
     }
 
-    result.data = (u_char *) e[0]->str;
-    result.len = e[0]->len;
+    if (n < 5 || (n - 5) % 5 != 0) {
+        return NGX_ERROR;
+    }
 
     for (i = 0; ngx_http_apimon_results[i].name.len; i++) {
-        if (ngx_http_apimon_results[i].name.len == result.len
-            && ngx_strncmp(ngx_http_apimon_results[i].name.data, result.data,
-                           result.len)
+        if (ngx_http_apimon_results[i].name.len == f[0].len
+            && ngx_strncmp(ngx_http_apimon_results[i].name.data, f[0].data,
+                           f[0].len)
                == 0)
         {
             break;
@@ -410,30 +464,26 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    if (ngx_http_apimon_reply_str(r, e[1], &ctx->subscription) != NGX_OK
-        || ngx_http_apimon_reply_str(r, e[2], &ctx->plan) != NGX_OK
-        || ngx_http_apimon_reply_str(r, e[3], &ctx->product) != NGX_OK
-        || ngx_http_apimon_reply_uint(e[4], &ctx->retry_after) != NGX_OK
-        || ngx_http_apimon_reply_uint(e[5], &n) != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
+    ctx->subscription = f[1];
+    ctx->plan = f[2];
+    ctx->product = f[3];
 
-    if (reply->elements < 6 + n * 5) {
+    if (ngx_http_apimon_text_uint(&f[4], &ctx->retry_after) != NGX_OK) {
         return NGX_ERROR;
     }
 
     ctx->nwindows = 0;
 
-    for (w = 0; w < n && w < NGX_HTTP_APIMON_MAX_WINDOWS; w++) {
-        e = &reply->element[6 + w * 5];
+    for (w = 0; 5 + w * 5 < n; w++) {
         win = &ctx->windows[w];
 
-        if (ngx_http_apimon_reply_str(r, e[0], &win->name) != NGX_OK
-            || ngx_http_apimon_reply_uint(e[1], &win->limit) != NGX_OK
-            || ngx_http_apimon_reply_uint(e[2], &win->window) != NGX_OK
-            || ngx_http_apimon_reply_uint(e[3], &win->remaining) != NGX_OK
-            || ngx_http_apimon_reply_uint(e[4], &win->reset) != NGX_OK)
+        win->name = f[5 + w * 5];
+
+        if (ngx_http_apimon_text_uint(&f[6 + w * 5], &win->limit) != NGX_OK
+            || ngx_http_apimon_text_uint(&f[7 + w * 5], &win->window) != NGX_OK
+            || ngx_http_apimon_text_uint(&f[8 + w * 5], &win->remaining)
+               != NGX_OK
+            || ngx_http_apimon_text_uint(&f[9 + w * 5], &win->reset) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -451,76 +501,25 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 }
 
 
-static ngx_int_t
-ngx_http_apimon_reply_str(ngx_http_request_t *r, redisReply *reply,
-    ngx_str_t *s)
-{
-    switch (reply->type) {
-
-    case REDIS_REPLY_NIL:
-        s->len = 0;
-        s->data = NULL;
-        return NGX_OK;
-
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-        break;
-
-    default:
-        return NGX_ERROR;
-    }
-
-    s->len = reply->len;
-
-    if (s->len == 0) {
-        s->data = NULL;
-        return NGX_OK;
-    }
-
-    s->data = ngx_pnalloc(r->pool, s->len);
-    if (s->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(s->data, reply->str, s->len);
-
-    return NGX_OK;
-}
-
+/* a decimal number of the reply; negative ones (never sent) read as 0 */
 
 static ngx_int_t
-ngx_http_apimon_reply_uint(redisReply *reply, ngx_uint_t *n)
+ngx_http_apimon_text_uint(ngx_str_t *s, ngx_uint_t *n)
 {
     ngx_int_t  v;
 
-    switch (reply->type) {
-
-    case REDIS_REPLY_INTEGER:
-        *n = reply->integer < 0 ? 0 : (ngx_uint_t) reply->integer;
-        return NGX_OK;
-
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-        if (reply->len > 0 && reply->str[0] == '-') {
-            *n = 0;
-            return NGX_OK;
-        }
-
-        v = ngx_atoi((u_char *) reply->str, reply->len);
-        if (v == NGX_ERROR) {
-            return NGX_ERROR;
-        }
-
-        *n = v;
-        return NGX_OK;
-
-    case REDIS_REPLY_NIL:
+    if (s->len > 0 && s->data[0] == '-') {
         *n = 0;
         return NGX_OK;
+    }
 
-    default:
+    v = ngx_atoi(s->data, s->len);
+    if (v == NGX_ERROR) {
         return NGX_ERROR;
     }
+
+    *n = v;
+    return NGX_OK;
 }
 
 

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Embed the Lua scripts into a C header: each operation is lib.lua followed by
-# <op>.lua; the SHA1 of exactly that text is what EVALSHA needs.
+# Embed the Lua scripts into a C header: each operation is core.lua, lib.lua
+# and <op>.lua, except check (the hot path), which is core.lua and check.lua;
+# the SHA1 of exactly that text is what EVALSHA needs.
 # usage: embed.sh <lua dir> <output header>
 set -eu
 dir=$1
@@ -9,7 +10,7 @@ tmp=$out.tmp
 ops=""
 for f in "$dir"/*.lua; do
     n=$(basename "$f" .lua)
-    [ "$n" = lib ] && continue
+    case $n in core|lib) continue ;; esac
     ops="$ops $n"
 done
 
@@ -27,7 +28,11 @@ done
     echo
     for n in $ops; do
         up=$(echo "$n" | tr 'a-z' 'A-Z')
-        cat "$dir/lib.lua" "$dir/$n.lua" > "$tmp"
+        if [ "$n" = check ]; then
+            cat "$dir/core.lua" "$dir/$n.lua" > "$tmp"
+        else
+            cat "$dir/core.lua" "$dir/lib.lua" "$dir/$n.lua" > "$tmp"
+        fi
         sha=$(sha1sum "$tmp" | cut -c1-40)
         len=$(wc -c < "$tmp" | tr -d ' ')
         echo "#define APIMON_SCRIPT_${up}_SHA1 \"$sha\""

@@ -52,8 +52,8 @@ my $c = $r->check(key => Apimon::Redis::new_key($ghost), api => 'a', now => $T0)
 is_deeply($c->{raw}, [ 'invalid_key', '', '', '', 0, 0 ], 'unknown subscription: invalid_key');
 $c = $r->check(key => Apimon::Redis::new_key($s->{id}), api => 'a', now => $T0);
 is_deeply($c->{raw}, [ 'invalid_key', '', '', '', 0, 0 ], 'wrong key for a real subscription: invalid_key');
-is_deeply($r->run_script('check', [ $s->{key} ], [ '', 'a', $T0, 0, 0, 0, '', 'loc' ]),
-          [ 'invalid_key', '', '', '', 0, 0 ], 'empty digest never matches');
+is_deeply($r->run_script('check', [ $s->{key} ], [ $T0, '', 'a', 0, 0, 0, '', 'loc' ]),
+          [ 'invalid_key||||0' ], 'empty digest never matches');
 is_deeply(usage($s, '202703'), {}, 'invalid_key is not counted');
 
 # --- allowed without windows; both keys work
@@ -78,7 +78,9 @@ is(res($m, $T0), 'allowed', 'activated: allowed');
 my $late = buy('none', $T0, start => $T0 + 1000);
 is(res($late, $T0 + 999), 'inactive', 'before startTime: inactive');
 is(res($late, $T0 + 1000), 'allowed', 'at startTime: allowed');
+# a field written behind the scripts' back: dropping the "pol" mirror makes check rebuild it
 $r->cmd('HSET', $late->{key}, 'endTime', $T0 + 5000);
+$r->cmd('HDEL', $late->{key}, 'pol');
 is(res($late, $T0 + 4999), 'allowed', 'before endTime: allowed');
 is(res($late, $T0 + 5000), 'inactive', 'at endTime: inactive');
 $r->set_state($m->{id}, 'suspend', now => $T0);
@@ -97,21 +99,21 @@ for my $i (1 .. 5) {
     is_deeply($c->{windows}, [ { name => 'plan-rate', limit => 5, window => 1, remaining => 5 - $i, reset => 1 } ],
               "burst call $i: remaining " . (5 - $i));
 }
-my $tat = $r->cmd('GET', "$g->{key}:rate:plan");
+my $tat = $r->rate_tat($g->{key}, 'plan');
 is($tat, $T0 + 1000, 'TAT stored in ms');
 $c = chk($g, $T0);
 is($c->{result}, 'rate_limited', '6th call in the same instant: rate_limited');
 is($c->{retry_after}, 1, 'retry-after at least 1 s');
 is($c->{windows}[0]{remaining}, 0, 'remaining 0');
-is($r->cmd('GET', "$g->{key}:rate:plan"), $tat, 'refusal leaves the TAT alone');
+is($r->rate_tat($g->{key}, 'plan'), $tat, 'refusal leaves the TAT alone');
 is(res($g, $T0 + 199), 'rate_limited', 'before one interval: refused');
 is(res($g, $T0 + 200), 'allowed', 'after one interval (200 ms): one more');
 is(res($g, $T0 + 200), 'rate_limited', '...and only one');
 is(res($g, $T0 + 400), 'allowed', 'next interval');
 my @ok = grep { res($g, $T0 + 2400) eq 'allowed' } 1 .. 7;
 is(scalar @ok, 5, 'idle for a full window: full burst again');
-my $pttl = $r->cmd('PEXPIRETIME', "$g->{key}:rate:plan");
-is($pttl, $T0 + 3400, 'rate key expires at its TAT');
+is($r->rate_tat($g->{key}, 'plan'), $T0 + 3400, 'TAT after the second burst');
+is($r->cmd('EXISTS', "$g->{key}:rate:plan"), 0, 'no separate rate key: the state is in the hash');
 
 # emission interval rounds up: 3 per second -> 334 ms
 my $g3 = buy('r3');
@@ -169,9 +171,10 @@ for my $i (1 .. 3) {
 $c = chk($q, $T0 + 1);
 is($c->{result}, 'quota_exceeded', '4th call: quota_exceeded');
 is($c->{retry_after}, int(($end - $T0 - 1 + 999) / 1000), 'retry-after = until the period ends');
-is($r->cmd('GET', "$q->{key}:quota:plan:20270310"), 3, 'counter stays at the limit');
-is($r->cmd('PEXPIRETIME', "$q->{key}:quota:plan:20270310"), $end + 62 * $DAY, 'quota key expires 62 days after the period');
+is($r->quota_count($q->{key}, 'plan', '20270310'), 3, 'counter stays at the limit');
 is(res($q, $end), 'allowed', 'next day: allowed');
+is($r->cmd('GET', "$q->{key}:quota:plan:20270310"), 3, 'closed period archived to its stamped key');
+is($r->cmd('PEXPIRETIME', "$q->{key}:quota:plan:20270310"), $end + 62 * $DAY, 'archived quota key expires 62 days after the period');
 is_deeply(usage($q, '202703'), { '20270310|a|ok' => 3, '20270310|a|quota_exceeded' => 1, '20270311|a|ok' => 1 },
           'usage: per day, refusals by reason');
 is($r->cmd('PEXPIRETIME', "$q->{key}:usage:202703"), ms('2027-04-01') + 400 * $DAY, 'usage expires 400 days after the month');
@@ -191,7 +194,7 @@ chk($b2, ms('2027-03-11'));
 is(res($b2, ms('2027-03-11') + 10), 'quota_exceeded', 'quota refuses first');
 my $b4 = buy('rq');
 chk($b4, $T0) for 1 .. 2;
-$r->cmd('DEL', "$b4->{key}:quota:plan:20270310");
+$r->cmd('HDEL', $b4->{key}, 'c:quota:plan');
 $c = chk($b4, $T0);
 is($c->{result}, 'rate_limited', 'only the rate refuses: rate_limited');
 
@@ -202,28 +205,30 @@ $c = chk($l, $T0, %loc);
 is_deeply([ map { $_->{name} } @{ $c->{windows} } ], [ 'plan-rate', 'loc-rate', 'loc-quota' ], 'location windows reported');
 is_deeply($c->{windows}[1], { name => 'loc-rate', limit => 2, window => 60, remaining => 1, reset => 30 }, 'loc-rate numbers');
 is_deeply($c->{windows}[2], { name => 'loc-quota', limit => 3, window => 3600, remaining => 2, reset => 3600 }, 'loc-quota numbers');
-is($r->cmd('GET', "$l->{key}:quota:loc.x1:2027031012"), 1, 'location quota key: loc.<scope>, hour stamp');
-ok(defined $r->cmd('GET', "$l->{key}:rate:loc.x1"), 'location rate key: loc.<scope>');
+is($r->quota_count($l->{key}, 'loc.x1', '2027031012'), 1, 'location quota: loc.<scope>, hour stamp');
+ok(defined $r->rate_tat($l->{key}, 'loc.x1'), 'location rate: loc.<scope>');
 chk($l, $T0 + 100, %loc);
-my @before = map { $r->cmd('GET', $_) } "$l->{key}:rate:plan", "$l->{key}:rate:loc.x1", "$l->{key}:quota:loc.x1:2027031012";
+my @state = ('c:rate:plan', 'c:rate:loc.x1', 'c:quota:loc.x1');
+my $before = $r->cmd('HMGET', $l->{key}, @state);
+is(scalar(grep { defined } @$before), 3, 'three window states stored');
 $c = chk($l, $T0 + 200, %loc);
 is($c->{result}, 'rate_limited', 'location rate refuses while the plan rate passes');
 cmp_ok($c->{retry_after}, '>=', 29, 'retry-after ~ one location interval');
-is_deeply([ map { $r->cmd('GET', $_) } "$l->{key}:rate:plan", "$l->{key}:rate:loc.x1", "$l->{key}:quota:loc.x1:2027031012" ],
-          \@before, 'no counter moved on refusal (plan rate, location rate, location quota)');
+is_deeply($r->cmd('HMGET', $l->{key}, @state), $before,
+          'no counter moved on refusal (plan rate, location rate, location quota)');
 is(res($l, $T0 + 200, scope => 'other', loc_rate => [ 2, 60 ]), 'allowed', 'another scope has its own counters');
 is(usage($l, '202703')->{'20270310|a|rate_limited'}, 1, 'rate_limited counted');
 
 # --- plan limit changes apply at once, counters kept
 my $p = buy('lim');
 chk($p, $T0) for 1 .. 4;
-is($r->cmd('GET', "$p->{key}:quota:plan:202703"), 4, '4 calls counted');
+is($r->quota_count($p->{key}, 'plan', '202703'), 4, '4 calls counted');
 is($r->apply_catalog(catalog(lim => { rateLimit => { limit => 100, per => 'second' }, quota => { limit => 4, period => 'month' } })),
    2, 'lower the quota: version 2');
 is($r->cmd('HGET', $p->{key}, 'quota_n'), 4, 'mirrored quota rewritten');
 $c = chk($p, $T0 + 1000);
 is($c->{result}, 'quota_exceeded', 'lowered quota refuses at once');
-is($r->cmd('GET', "$p->{key}:quota:plan:202703"), 4, 'counter not reset');
+is($r->quota_count($p->{key}, 'plan', '202703'), 4, 'counter not reset');
 $r->apply_catalog(catalog(lim => { rateLimit => { limit => 100, per => 'second' }, quota => { limit => 6, period => 'month' } }));
 $c = chk($p, $T0 + 2000);
 is($c->{result}, 'allowed', 'raised quota allows at once');
@@ -245,8 +250,39 @@ my $ym = sprintf '%04d%02d', $t[5] + 1900, $t[4] + 1;
 ok(scalar(grep { /\|a\|ok$/ } keys %{ usage($z, $ym) }), 'usage filed under the current month');
 
 # bad now is a bad_request
-my $err = $r->try_script('check', [ $z->{key} ], [ Apimon::Redis::key_digest($z->{primary}), 'a', 'soon', 0, 0, 0, '', '' ]);
+my $err = $r->try_script('check', [ $z->{key} ], [ 'soon', Apimon::Redis::key_digest($z->{primary}), 'a', 0, 0, 0, '', '' ]);
 like("$err", qr/^ERR apimon bad_request: /, 'bad now: bad_request');
+
+# --- batches: one call decides several requests, in order, each on its own
+my $bq = buy('q3');
+my $bn = buy('none');
+my $v = $r->check_batch([ map({ { key => $bq->{primary}, api => 'a' } } 1 .. 4),
+                          { key => $bn->{primary}, api => 'a' },
+                          { key => $bn->{primary}, api => 'a', loc_quota => [ 1, 'fortnight' ] },
+                          { key => Apimon::Redis::new_key($bn->{id}), api => 'a' },
+                          { key => $bn->{primary}, api => 'c' } ], $T0);
+is_deeply([ map { $_->{result} // 'error' } @$v ],
+          [ qw(allowed allowed allowed quota_exceeded allowed error invalid_key not_entitled) ],
+          'batch: exactly the quota passes, later requests see earlier counts');
+is_deeply([ map { $_->{windows}[0]{remaining} } @$v[0 .. 3] ], [ 2, 1, 0, 0 ], 'batch: remaining in order');
+like($v->[5]{error}, qr/bad_request: bad period unit/, 'batch: a bad request fails alone');
+is($v->[4]{id}, $bn->{id}, 'batch: the others are decided');
+is_deeply(usage($bq, '202703'), { '20270310|a|ok' => 3, '20270310|a|quota_exceeded' => 1 }, 'batch: usage of each request');
+like("" . $r->try_script('check', [ $bn->{key} ], [ $T0, 'x' ]), qr/^ERR apimon bad_request: /, 'batch: wrong argument count');
+is_deeply($r->run_script('check', [], [ $T0 ]), [], 'empty batch');
+
+# --- window state in the hash: per-key counters of before, unit changes, the clock going back
+my $mg = buy('q3');
+$r->cmd('SET', "$mg->{key}:quota:plan:20270310", 2);
+is(res($mg, $T0), 'allowed', 'a stamped counter of the previous layout is taken over');
+is(res($mg, $T0), 'quota_exceeded', '...and counts: 2 + 1 = 3');
+$r->cmd('HSET', $mg->{key}, 'c:quota:plan', 'month:202703:' . ms('2027-04-01') . ':3');
+is(res($mg, $T0), 'allowed', 'state of another unit: a new period (the day) starts');
+is($r->cmd('GET', "$mg->{key}:quota:plan:202703"), 3, 'the other unit\'s count archived');
+my $back = buy('q3');
+chk($back, $T0) for 1 .. 3;
+is(res($back, $end), 'allowed', 'next day');
+is(res($back, $T0 + 5), 'quota_exceeded', 'clock back to the full day: its archived count applies');
 
 # --- the hot path does not read catalog keys
 my $h = buy('r5');

@@ -13,8 +13,8 @@ my $r = Apimon::Redis->start;
 *ms = \&Apimon::Redis::ms_utc;
 my $DAY = 86400000;
 
-# --- lib.lua alone: run a snippet after it
-my $lib = do { open my $fh, '<', Apimon::Redis::lua_dir() . '/lib.lua' or die; local $/; <$fh> };
+# --- core.lua + lib.lua alone: run a snippet after them
+my $lib = Apimon::Redis::lib_text();
 sub lua { my ($code, @argv) = @_; $r->cmd('EVAL', $lib . $code, 0, @argv) }
 
 # every day from 1600 to 2500: round trip and succession
@@ -96,11 +96,15 @@ sub rolls {
     $c = chk($s, $t1);
     is($c->{result}, 'quota_exceeded', "$unit $before: third call refused");
     is($c->{retry_after}, int(($t2 - $t1 + 999) / 1000), "$unit $before: retry-after up to $next");
-    is($r->cmd('GET', "$s->{key}:quota:plan:$stamp1"), 2, "$unit: counter stamped $stamp1");
+    is($r->quota_count($s->{key}, 'plan', $stamp1), 2, "$unit: counter stamped $stamp1");
     $c = chk($s, $t2);
     is($c->{result}, 'allowed', "$unit $next: new period, allowed");
     is($c->{windows}[0]{remaining}, 1, "$unit $next: fresh count");
-    is($r->cmd('GET', "$s->{key}:quota:plan:$stamp2"), 1, "$unit: counter stamped $stamp2");
+    is($r->quota_count($s->{key}, 'plan', $stamp2), 1, "$unit: counter stamped $stamp2");
+    # the closed period stays readable for billing: archived to its stamped key
+    is($r->cmd('GET', "$s->{key}:quota:plan:$stamp1"), 2, "$unit: $stamp1 archived at the roll-over");
+    is($r->cmd('PEXPIRETIME', "$s->{key}:quota:plan:$stamp1"), $t1 + 1 + 62 * $DAY,
+       "$unit: archive expires 62 days after the period");
     return $s;
 }
 
@@ -127,7 +131,7 @@ is(chk($w2, ms('2027-03-15'))->{result}, 'allowed', 'week: Monday 00:00 rolls');
 my $w3 = buy('week');
 chk($w3, ms('2026-12-31T23:59:59.999'));
 chk($w3, ms('2027-01-01'));
-is($r->cmd('GET', "$w3->{key}:quota:plan:20261228"), 2, 'week spanning the new year: one counter, Monday stamp');
+is($r->quota_count($w3->{key}, 'plan', '20261228'), 2, 'week spanning the new year: one counter, Monday stamp');
 is(chk($w3, ms('2027-01-03T23:59:59.999'))->{result}, 'quota_exceeded', 'still that week on Sunday 2027-01-03');
 is(chk($w3, ms('2027-01-04'))->{result}, 'allowed', 'rolls on Monday 2027-01-04');
 

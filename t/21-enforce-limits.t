@@ -162,7 +162,7 @@ waitpid($_, 0) for @kids;
 is($status{200}, 50, 'exactly 50 of 200 parallel calls served');
 is($status{403}, 150, 'the other 150 refused');
 is(scalar(keys %status), 2, 'no other status') or diag explain \%status;
-my $used = $r->cmd('GET', Apimon::Redis::sub_key($c->{id}) . ':quota:loc.forecast:' . $day);
+my $used = $r->quota_count(Apimon::Redis::sub_key($c->{id}), 'loc.forecast', $day);
 is($used, 50, 'the counter holds 50');
 
 $n->stop;

@@ -27,6 +27,7 @@ local state = p[2] == 'manual' and 'submitted' or 'active'
 redis.call('HSET', sk, 'id', id, 'owner_kind', kind, 'owner', owner, 'product', product, 'plan', plan,
   'state', state, 'startTime', fmt(start), 'endTime', '0', 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
   'kp', kp, 'ks', ks, 'apis', apis, 'rate_n', p[3], 'rate_w', p[4], 'quota_n', p[5], 'quota_unit', p[6])
+sub_policy_sync(sk)
 redis.call('SADD', 'apimon:subs', id)
 redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
 redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)

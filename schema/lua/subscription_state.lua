@@ -22,6 +22,7 @@ local et = tonumber(h.endTime) or 0
 if action == 'expire' or (action == 'cancel' and (et == 0 or et > now)) then
   redis.call('HSET', sk, 'endTime', fmt(now))
 end
+sub_policy_sync(sk)
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
 apimon_audit(ARGV[5], ARGV[6], now, 'subscription.' .. action, h.id, sub_public(h), after)
 return cjson.encode(after)

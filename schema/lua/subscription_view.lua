@@ -9,7 +9,15 @@ local out = sub_public(h)
 local n, unit = tonumber(h.quota_n) or 0, h.quota_unit or ''
 if n > 0 and unit ~= '' then
   local s, e, stamp = period(unit, now)
-  local used = tonumber(redis.call('GET', sk .. ':quota:plan:' .. stamp) or '0')
+  -- the period's count is in the hash while it is the latest one counted
+  -- (check's state "<unit>:<stamp>:<end>:<count>"), else archived
+  local u, st, c = (h['c:quota:plan'] or ''):match('^(%a+):(%d+):%d+:(%d+)$')
+  local used
+  if u == unit and st == stamp then
+    used = tonumber(c)
+  else
+    used = tonumber(redis.call('GET', sk .. ':quota:plan:' .. stamp) or '0')
+  end
   out.quota = { limit = fmt(n), used = fmt(used), remaining = fmt(math.max(n - used, 0)),
                 periodStart = fmt(s), periodEnd = fmt(e), remainingMs = fmt(e - now) }
 else

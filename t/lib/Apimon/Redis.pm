@@ -92,7 +92,8 @@ Like C<cmd> but returns an error reply as an C<Apimon::Redis::Error> object
 
 =item script_text($name) / script_sha($name)
 
-The text of C<lib.lua> followed by C<E<lt>nameE<gt>.lua> from the repository's
+The text of C<core.lua>, C<lib.lua> and C<E<lt>nameE<gt>.lua> (for C<check>: C<core.lua> and
+C<check.lua>) from the repository's
 C<schema/lua> (found relative to this file; C<$ENV{APIMON_LUA_DIR}> overrides),
 and its SHA1. Functions, not methods (methods work too).
 
@@ -166,7 +167,26 @@ C<{ id, key =E<gt> 'apimon:sub:{id}', primary, secondary, reply =E<gt> decoded J
 Runs the C<check> script. C<key> (the API key; C<sub> overrides the id taken
 from it), C<api>, C<now>, C<loc_rate =E<gt> [N, W]>, C<loc_quota =E<gt> [N, unit]>,
 C<scope> (default C<loc>). Returns
-C<{ result, id, plan, product, retry_after, windows =E<gt> [ {name, limit, window, remaining, reset}, ... ], raw =E<gt> [...] }>.
+C<{ result, id, plan, product, retry_after, windows =E<gt> [ {name, limit, window, remaining, reset}, ... ], raw =E<gt> [...], reply =E<gt> '...' }>:
+C<raw> is the reply in the shape of the former array reply (result, id, plan,
+product, retry-after, W, then W groups of 5), C<reply> the string itself.
+Dies on an element error.
+
+=item $r->check_batch([ \%o, ... ] [, $now])
+
+One call of the check script for several requests (C<%o> as for C<check>,
+C<digest> overrides the key's digest); returns one hash per request as
+C<check> does, or C<{ error }> for a request that failed alone.
+
+=item parse_check($string) - one element of the check reply, decoded (function)
+
+=item $r->quota_count($sub_key, $scope, $stamp)
+
+The count of one quota period (C<$scope> C<plan> or C<loc.E<lt>scopeE<gt>>): the
+C<c:quota:E<lt>scopeE<gt>> field of the subscription hash when it holds that
+period, else the archived key C<E<lt>sub_keyE<gt>:quota:E<lt>scopeE<gt>:E<lt>stampE<gt>>; undef when neither.
+
+=item $r->rate_tat($sub_key, $scope) - the stored GCRA TAT (ms) of a rate window, or undef
 
 =item catalog_fixture() - a small catalog JSON text (function)
 
@@ -461,7 +481,7 @@ sub script_text {
     my $name = pop;
     return $TEXT{$name} //= do {
         my $t = '';
-        for my $f ('lib', $name) {
+        for my $f (script_parts($name)) {
             open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
             local $/;
             $t .= <$fh>;
@@ -471,6 +491,23 @@ sub script_text {
 }
 
 sub script_sha { sha1_hex(script_text(pop)) }
+
+# the files a script is made of (schema/embed.sh does the same)
+sub script_parts {
+    my $name = pop;
+    return $name eq 'check' ? ('core', 'check') : ('core', 'lib', $name);
+}
+
+# core.lua + lib.lua: the prelude of every script but check
+sub lib_text {
+    my $t = '';
+    for my $f ('core', 'lib') {
+        open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
+        local $/;
+        $t .= <$fh>;
+    }
+    return $t;
+}
 
 sub lua_dir { $LUA_DIR }
 
@@ -624,18 +661,58 @@ sub billing_line {
 
 sub check {
     my ($self, %o) = @_;
-    my $id = $o{sub} // key_sub_id($o{key});
-    my $lr = $o{loc_rate} || [ 0, 0 ];
-    my $lq = $o{loc_quota} || [ 0, '' ];
-    my $v = $self->run_script('check', [ sub_key($id) ],
-        [ key_digest($o{key}), $o{api}, $o{now} || 0, @$lr, @$lq, $o{scope} // 'loc' ]);
-    my @w = @$v[ 6 .. $#$v ];
-    my @win;
+    my $v = $self->check_batch([ \%o ], $o{now});
+    die $v->[0]{error} . "\n" if $v->[0]{error};
+    return $v->[0];
+}
+
+# The check script for several requests in one call (what nginx sends).
+sub check_batch {
+    my ($self, $list, $now) = @_;
+    my (@keys, @argv);
+    for my $o (@$list) {
+        my $id = $o->{sub} // key_sub_id($o->{key});
+        my $lr = $o->{loc_rate} || [ 0, 0 ];
+        my $lq = $o->{loc_quota} || [ 0, '' ];
+        push @keys, sub_key($id);
+        push @argv, $o->{digest} // key_digest($o->{key}), $o->{api}, @$lr, @$lq, $o->{scope} // 'loc';
+    }
+    my $v = $self->run_script('check', \@keys, [ $now || 0, @argv ]);
+    return [ map { parse_check($_) } @$v ];
+}
+
+# One element of the check reply: "result|id|plan|product|retry" then
+# "|name|limit|window|remaining|reset" per window, or "!error".
+sub parse_check {
+    my $s = pop;
+    return { error => substr($s, 1), reply => $s } if $s =~ /^!/;
+    my @f = split /\|/, $s, -1;
+    my @w = @f[ 5 .. $#f ];
+    my (@win, @flat);
     while (my @g = splice @w, 0, 5) {
         push @win, { name => $g[0], limit => $g[1], window => $g[2], remaining => $g[3], reset => $g[4] };
+        push @flat, @g;
     }
-    return { result => $v->[0], id => $v->[1], plan => $v->[2], product => $v->[3],
-             retry_after => $v->[4], windows => \@win, raw => $v };
+    return { result => $f[0], id => $f[1], plan => $f[2], product => $f[3],
+             retry_after => $f[4], windows => \@win,
+             raw => [ @f[ 0 .. 4 ], scalar(@win), @flat ], reply => $s };
+}
+
+# Window state of the check script (schema/README.md): the count of one
+# quota period, from the subscription hash while it is the latest period
+# counted there, else from its archived stamped key (undef: none).
+sub quota_count {
+    my ($self, $skey, $scope, $stamp) = @_;
+    my $v = $self->cmd('HGET', $skey, "c:quota:$scope") // '';
+    my ($st, $c) = $v =~ /^[a-z]+:(\d+):\d+:(\d+)$/;
+    return $c if defined $st && $st eq $stamp;
+    return $self->cmd('GET', "$skey:quota:$scope:$stamp");
+}
+
+# the GCRA theoretical arrival time (ms) of one rate window, or undef
+sub rate_tat {
+    my ($self, $skey, $scope) = @_;
+    return $self->cmd('HGET', $skey, "c:rate:$scope");
 }
 
 sub catalog_fixture {
