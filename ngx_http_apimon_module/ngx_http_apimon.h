@@ -174,10 +174,22 @@ typedef struct {
 } ngx_http_apimon_window_t;
 
 
+typedef struct ngx_http_apimon_batch_s  ngx_http_apimon_batch_t;
+
+
+#define NGX_HTTP_APIMON_SKEY_LEN  (sizeof("apimon:sub:{}") - 1                \
+                                   + NGX_HTTP_APIMON_SUB_ID_LEN)
+
+
 /* per request; lives in the request pool, found again through its cleanup */
 typedef struct {
     ngx_http_request_t            *request;
-    ngx_http_apimon_redis_call_t  *call;      /* in flight, or NULL */
+    ngx_http_apimon_loc_conf_t    *conf;      /* of the check */
+    ngx_queue_t                    queue;     /* waits for the next batch */
+    ngx_http_apimon_batch_t       *batch;     /* sent in it, reply due */
+    ngx_uint_t                     index;     /* ... as this element */
+    u_char                         skey[NGX_HTTP_APIMON_SKEY_LEN];
+    u_char                         digest[NGX_HTTP_APIMON_DIGEST_LEN];
     ngx_http_apimon_result_e       result;
     ngx_str_t                      subscription;
     ngx_str_t                      plan;
@@ -186,12 +198,15 @@ typedef struct {
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];
     unsigned                       legacy_headers:1;
+    unsigned                       waiting:1; /* queued or in a batch */
+    unsigned                       queued:1;
 } ngx_http_apimon_ctx_t;
 
 
 ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
 ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
+void ngx_http_apimon_handler_exit(void);
 
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);

@@ -2,6 +2,13 @@
  * The access phase handler: take the key, check its shape, ask Redis (the
  * "check" script) and suspend the request until the answer comes.
  *
+ * Checks are batched: every check a worker starts during one event loop
+ * iteration waits in a queue, and a posted event (run at the end of the
+ * iteration) sends them all as one EVALSHA, whose reply has one element per
+ * request (more than NGX_HTTP_APIMON_BATCH_MAX: several EVALSHAs, written
+ * together).  Redis spends much of a lone check on the call itself, and on
+ * reading and writing the subscription: a batch pays that once.
+ *
  * The handler runs again when the request is resumed, and again after an
  * internal redirect (try_files, index, error_page): the context is found
  * through the request pool's cleanup list, so a request is checked (and
@@ -12,7 +19,31 @@
 #include "ngx_http_apimon.h"
 
 
-#define NGX_HTTP_APIMON_CHECK_ARGS  10
+/* requests per EVALSHA; 8 arguments each (key, 7 ARGV) */
+#define NGX_HTTP_APIMON_BATCH_MAX   64
+#define NGX_HTTP_APIMON_BATCH_ARGS  (2 + 8 * NGX_HTTP_APIMON_BATCH_MAX)
+
+
+/*
+ * A batch in flight.  A request that goes away drops out (its slot becomes
+ * NULL); when none is left the Redis call is cancelled.
+ */
+struct ngx_http_apimon_batch_s {
+    ngx_http_apimon_redis_call_t  *call;
+    ngx_uint_t                     n;
+    ngx_uint_t                     live;
+    unsigned                       replying:1;
+    ngx_http_apimon_ctx_t         *ctx[1];    /* n of them */
+};
+
+
+typedef struct {
+    ngx_queue_t                    pending;   /* ctx->queue */
+    ngx_uint_t                     npending;
+    ngx_event_t                    flush;     /* posted */
+    ngx_connection_t               dummy;     /* event data (debug log) */
+    unsigned                       initialized:1;
+} ngx_http_apimon_batcher_t;
 
 
 static ngx_int_t ngx_http_apimon_decide(ngx_http_request_t *r,
@@ -23,8 +54,12 @@ static void ngx_http_apimon_cleanup(void *data);
 static ngx_int_t ngx_http_apimon_check(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *key);
-static void ngx_http_apimon_check_done(redisReply *reply, const char *err,
+static void ngx_http_apimon_batch_flush(ngx_event_t *ev);
+static void ngx_http_apimon_batch_send(ngx_uint_t n);
+static void ngx_http_apimon_batch_fail(ngx_http_apimon_batch_t *b);
+static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
     void *data);
+static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 static void ngx_http_apimon_check_result(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_apimon_parse_reply(ngx_http_request_t *r,
@@ -39,6 +74,8 @@ static ngx_int_t ngx_http_apimon_hide_arg(ngx_http_request_t *r,
 
 
 static ngx_int_t  ngx_http_apimon_check_script = NGX_ERROR;
+
+static ngx_http_apimon_batcher_t  ngx_http_apimon_batcher;
 
 
 static struct {
@@ -86,7 +123,7 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
     ctx = ngx_http_apimon_get_ctx(r);
 
     if (ctx) {
-        if (ctx->call) {
+        if (ctx->waiting) {
             return NGX_AGAIN;
         }
 
@@ -248,16 +285,47 @@ ngx_http_apimon_create_ctx(ngx_http_request_t *r)
 }
 
 
-/* the request is freed: a reply still due is dropped */
+void
+ngx_http_apimon_handler_exit(void)
+{
+    ngx_http_apimon_batcher_t  *bt;
+
+    bt = &ngx_http_apimon_batcher;
+
+    if (bt->initialized && bt->flush.posted) {
+        ngx_delete_posted_event(&bt->flush);
+    }
+}
+
+
+/* the request is freed: it leaves its batch, a reply still due is dropped */
 
 static void
 ngx_http_apimon_cleanup(void *data)
 {
     ngx_http_apimon_ctx_t  *ctx = data;
 
-    if (ctx->call) {
-        ngx_http_apimon_redis_cancel(ctx->call);
-        ctx->call = NULL;
+    ngx_http_apimon_batch_t  *b;
+
+    if (ctx->queued) {
+        ngx_queue_remove(&ctx->queue);
+        ngx_http_apimon_batcher.npending--;
+        ctx->queued = 0;
+    }
+
+    b = ctx->batch;
+
+    if (b == NULL) {
+        return;
+    }
+
+    ctx->batch = NULL;
+    b->ctx[ctx->index] = NULL;
+
+    if (--b->live == 0 && !b->replying) {
+        /* nobody waits for this reply any more */
+        ngx_http_apimon_redis_cancel(b->call);
+        ngx_free(b);
     }
 }
 
@@ -266,101 +334,275 @@ static ngx_int_t
 ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_http_apimon_loc_conf_t *alcf, ngx_str_t *key)
 {
-    u_char       *p;
-    const char   *argv[NGX_HTTP_APIMON_CHECK_ARGS];
-    size_t        argvlen[NGX_HTTP_APIMON_CHECK_ARGS];
-    u_char        skey[sizeof("apimon:sub:{}") - 1
-                       + NGX_HTTP_APIMON_SUB_ID_LEN];
-    u_char        digest[NGX_HTTP_APIMON_DIGEST_LEN];
+    u_char                     *p;
+    ngx_http_apimon_batcher_t  *bt;
 
-    p = ngx_cpymem(skey, "apimon:sub:{", sizeof("apimon:sub:{") - 1);
+    bt = &ngx_http_apimon_batcher;
+
+    if (!bt->initialized) {
+        ngx_queue_init(&bt->pending);
+        bt->dummy.fd = (ngx_socket_t) -1;
+        bt->flush.handler = ngx_http_apimon_batch_flush;
+        bt->flush.data = &bt->dummy;
+        bt->flush.log = ngx_cycle->log;
+        bt->initialized = 1;
+    }
+
+    p = ngx_cpymem(ctx->skey, "apimon:sub:{", sizeof("apimon:sub:{") - 1);
     ngx_http_apimon_key_sub_id(key, p);
     p += NGX_HTTP_APIMON_SUB_ID_LEN;
-    *p++ = '}';
+    *p = '}';
 
-    ngx_http_apimon_key_digest(key, digest);
+    ngx_http_apimon_key_digest(key, ctx->digest);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "apimon: check %*s", (size_t) (p - skey), skey);
+                   "apimon: check %*s", NGX_HTTP_APIMON_SKEY_LEN, ctx->skey);
 
-    /* a batch of one: 1 key, now, then the request's 7 arguments */
-    argv[0] = "1";
-    argvlen[0] = 1;
-    argv[1] = (const char *) skey;
-    argvlen[1] = p - skey;
-    argv[2] = "0";                              /* now: Redis TIME */
-    argvlen[2] = 1;
-    argv[3] = (const char *) digest;
-    argvlen[3] = NGX_HTTP_APIMON_DIGEST_LEN;
-    argv[4] = (const char *) alcf->api.data;
-    argvlen[4] = alcf->api.len;
-    argv[5] = (const char *) alcf->rate_n_text.data;
-    argvlen[5] = alcf->rate_n_text.len;
-    argv[6] = (const char *) alcf->rate_w_text.data;
-    argvlen[6] = alcf->rate_w_text.len;
-    argv[7] = (const char *) alcf->quota_n_text.data;
-    argvlen[7] = alcf->quota_n_text.len;
-    argv[8] = (const char *) alcf->quota_unit.data;
-    argvlen[8] = alcf->quota_unit.len;
-    argv[9] = (const char *) alcf->api.data;   /* scope: the API */
-    argvlen[9] = alcf->api.len;
-
-    if (argv[8] == NULL) {
-        argv[8] = "";
-    }
-
-    ctx->call = ngx_http_apimon_redis_script(ngx_http_apimon_check_script,
-                                             NGX_HTTP_APIMON_CHECK_ARGS,
-                                             argv, argvlen, alcf->timeout,
-                                             ngx_http_apimon_check_done, ctx);
-
-    if (ctx->call == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ctx->conf = alcf;
+    ctx->waiting = 1;
+    ctx->queued = 1;
+    ngx_queue_insert_tail(&bt->pending, &ctx->queue);
 
     /* notice a client that goes away while the check is in flight */
     r->read_event_handler = ngx_http_test_reading;
+
+    bt->npending++;
+
+    /* never sent from here: a failure resumes the requests of the batch */
+    if (!bt->flush.posted) {
+        ngx_post_event(&bt->flush, &ngx_posted_events);
+    }
 
     return NGX_AGAIN;
 }
 
 
-static void
-ngx_http_apimon_check_done(redisReply *reply, const char *err, void *data)
-{
-    ngx_http_apimon_ctx_t *ctx = data;
+/* send every queued check, in calls of up to NGX_HTTP_APIMON_BATCH_MAX */
 
+static void
+ngx_http_apimon_batch_flush(ngx_event_t *ev)
+{
+    ngx_uint_t                  n;
+    ngx_http_apimon_batcher_t  *bt;
+
+    bt = &ngx_http_apimon_batcher;
+
+    while (bt->npending) {
+        n = ngx_min(bt->npending, NGX_HTTP_APIMON_BATCH_MAX);
+        ngx_http_apimon_batch_send(n);
+    }
+}
+
+
+static void
+ngx_http_apimon_batch_send(ngx_uint_t n)
+{
+    size_t                      len;
+    u_char                      nbuf[NGX_INT_T_LEN];
+    ngx_uint_t                  i, k, a;
+    ngx_msec_t                  timeout;
+    ngx_queue_t                *q;
+    ngx_http_apimon_ctx_t      *ctx;
+    ngx_http_apimon_batch_t    *b;
+    ngx_http_apimon_batcher_t  *bt;
+    ngx_http_apimon_loc_conf_t *alcf;
+
+    /* static, not 8 KB of stack: the transport copies the arguments */
+    static const char          *argv[NGX_HTTP_APIMON_BATCH_ARGS];
+    static size_t               argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
+
+    bt = &ngx_http_apimon_batcher;
+
+    b = ngx_alloc(sizeof(ngx_http_apimon_batch_t)
+                  + (n - 1) * sizeof(ngx_http_apimon_ctx_t *),
+                  ngx_cycle->log);
+
+    len = ngx_sprintf(nbuf, "%ui", n) - nbuf;
+
+    argv[0] = (const char *) nbuf;             /* number of keys */
+    argvlen[0] = len;
+    argv[n + 1] = "0";                          /* now: Redis TIME */
+    argvlen[n + 1] = 1;
+
+    timeout = 0;
+
+    for (i = 0; i < n; i++) {
+        q = ngx_queue_head(&bt->pending);
+        ngx_queue_remove(q);
+
+        ctx = ngx_queue_data(q, ngx_http_apimon_ctx_t, queue);
+        ctx->queued = 0;
+        alcf = ctx->conf;
+
+        /* the batch waits as long as its most patient request would */
+        if (alcf->timeout > timeout) {
+            timeout = alcf->timeout;
+        }
+
+        k = 1 + i;
+        argv[k] = (const char *) ctx->skey;
+        argvlen[k] = NGX_HTTP_APIMON_SKEY_LEN;
+
+        a = n + 2 + 7 * i;
+        argv[a] = (const char *) ctx->digest;
+        argvlen[a] = NGX_HTTP_APIMON_DIGEST_LEN;
+        argv[a + 1] = (const char *) alcf->api.data;
+        argvlen[a + 1] = alcf->api.len;
+        argv[a + 2] = (const char *) alcf->rate_n_text.data;
+        argvlen[a + 2] = alcf->rate_n_text.len;
+        argv[a + 3] = (const char *) alcf->rate_w_text.data;
+        argvlen[a + 3] = alcf->rate_w_text.len;
+        argv[a + 4] = (const char *) alcf->quota_n_text.data;
+        argvlen[a + 4] = alcf->quota_n_text.len;
+        argv[a + 5] = alcf->quota_unit.data ? (const char *) alcf->quota_unit.data
+                                            : "";
+        argvlen[a + 5] = alcf->quota_unit.len;
+        argv[a + 6] = (const char *) alcf->api.data;   /* scope: the API */
+        argvlen[a + 6] = alcf->api.len;
+
+        bt->npending--;
+
+        if (b) {
+            b->ctx[i] = ctx;
+            ctx->batch = b;
+            ctx->index = i;
+
+        } else {
+            /* out of memory: fail it */
+            ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+            ngx_http_apimon_resume(ctx);
+        }
+    }
+
+    if (b == NULL) {
+        return;
+    }
+
+    b->n = n;
+    b->live = n;
+    b->replying = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "apimon: batch %p of %ui checks", b, n);
+
+    b->call = ngx_http_apimon_redis_script(ngx_http_apimon_check_script,
+                                           (int) (2 + 8 * n), argv, argvlen,
+                                           timeout, ngx_http_apimon_batch_done,
+                                           b);
+
+    if (b->call == NULL) {
+        ngx_http_apimon_batch_fail(b);
+    }
+}
+
+
+/* out of memory: fail every request of the batch */
+
+static void
+ngx_http_apimon_batch_fail(ngx_http_apimon_batch_t *b)
+{
+    ngx_uint_t              i;
+    ngx_http_apimon_ctx_t  *ctx;
+
+    b->replying = 1;
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->ctx[i];
+
+        if (ctx == NULL) {
+            continue;
+        }
+
+        b->ctx[i] = NULL;
+        ctx->batch = NULL;
+        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+
+        ngx_http_apimon_resume(ctx);
+    }
+
+    ngx_free(b);
+}
+
+
+static void
+ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
+{
+    ngx_http_apimon_batch_t  *b = data;
+
+    ngx_uint_t              i;
+    redisReply             *e;
+    ngx_http_apimon_ctx_t  *ctx;
+
+    b->replying = 1;
+    b->call = NULL;
+
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "apimon: key check failed: %s", err);
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "apimon: the check script failed: %*s",
+                      (size_t) reply->len, reply->str);
+        reply = NULL;
+
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "apimon: unexpected reply from the check script");
+        reply = NULL;
+    }
+
+    /*
+     * resuming one request may finalize others of the batch (a shared
+     * HTTP/2 connection): their cleanup empties their slots, so look again
+     * at every slot, and free the batch only at the end
+     */
+
+    for (i = 0; i < b->n; i++) {
+        ctx = b->ctx[i];
+
+        if (ctx == NULL) {
+            continue;
+        }
+
+        b->ctx[i] = NULL;
+        ctx->batch = NULL;
+
+        if (reply == NULL) {
+            ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+
+        } else {
+            e = reply->element[i];
+
+            if (e->type == REDIS_REPLY_STRING) {
+                ngx_http_apimon_check_result(ctx->request, ctx,
+                                             (u_char *) e->str, e->len);
+
+            } else {
+                ngx_log_error(NGX_LOG_ERR, ctx->request->connection->log, 0,
+                              "apimon: unexpected reply from the check "
+                              "script");
+                ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
+            }
+        }
+
+        ngx_http_apimon_resume(ctx);
+    }
+
+    ngx_free(b);
+}
+
+
+static void
+ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx)
+{
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
     r = ctx->request;
     c = r->connection;
 
-    ctx->call = NULL;
-
-    if (reply == NULL) {
-        ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                      "apimon: key check failed: %s", err);
-        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
-
-    } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "apimon: the check script failed: %*s",
-                      (size_t) reply->len, reply->str);
-        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
-
-    } else if (reply->type != REDIS_REPLY_ARRAY
-               || reply->elements != 1
-               || reply->element[0]->type != REDIS_REPLY_STRING)
-    {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "apimon: unexpected reply from the check script");
-        ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
-
-    } else {
-        ngx_http_apimon_check_result(r, ctx, (u_char *) reply->element[0]->str,
-                                     reply->element[0]->len);
-    }
+    ctx->waiting = 0;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "apimon: subscription \"%V\": %V, %ui windows",

@@ -148,7 +148,7 @@ ngx_http_apimon_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_apimon_get_ctx(r);
 
-    if (ctx == NULL || ctx->nwindows == 0 || ctx->call) {
+    if (ctx == NULL || ctx->nwindows == 0 || ctx->waiting) {
         return ngx_http_next_header_filter(r);
     }
 

@@ -411,6 +411,7 @@ ngx_http_apimon_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_apimon_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_apimon_handler_exit();
     ngx_http_apimon_redis_exit_process(cycle);
     ngx_http_apimon_key_exit();
 }
