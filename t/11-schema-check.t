@@ -276,7 +276,7 @@ my $mg = buy('q3');
 $r->cmd('SET', "$mg->{key}:quota:plan:20270310", 2);
 is(res($mg, $T0), 'allowed', 'a stamped counter of the previous layout is taken over');
 is(res($mg, $T0), 'quota_exceeded', '...and counts: 2 + 1 = 3');
-$r->cmd('HSET', $mg->{key}, 'c:quota:plan', 'month:202703:' . ms('2027-04-01') . ':3');
+$r->cmd('HSET', $mg->{key}, 'c:quota:plan', 'month:202703:' . ms('2027-03-01') . ':' . ms('2027-04-01') . ':3');
 is(res($mg, $T0), 'allowed', 'state of another unit: a new period (the day) starts');
 is($r->cmd('GET', "$mg->{key}:quota:plan:202703"), 3, 'the other unit\'s count archived');
 my $back = buy('q3');

@@ -23,25 +23,12 @@ local tonumber, max = tonumber, math.max
 local PRE = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$'
 local SECS = { minute = '60', hour = '3600', day = '86400', week = '604800' }
 
--- The quota period of now, per unit, once per batch: state prefix
--- "<unit>:<stamp>:<end ms>:", its length, stamp, period seconds, reset s,
--- retry s.
-local periods = {}
-local function period_of(unit)
-  local p = periods[unit]
-  if p then return p end
-  local s, e, st = period(unit, now)
-  local reset = ceil_s(e - now)
-  local pfx = unit .. ':' .. st .. ':' .. fmt(e) .. ':'
-  p = { pfx, #pfx, st, SECS[unit] or fmt(idiv(e - s, 1000)), reset, max(reset, 1) }
-  periods[unit] = p
-  return p
-end
+local QRE = '^(%a+):(%d+):(%d+):(%d+):(%d+)$'
 
 -- Subscriptions of the batch: sk -> g. g.raw holds hash fields as read
 -- (false: absent), g.w the window states in use: rate { tat (ms or nil) },
--- quota { unit, p (period_of), used, old (state of another period, to
--- archive), scope }; "dirty" ones are written at the end.
+-- quota { unit, stamp, s, e (period ms), used, old (state of another period,
+-- to archive), scope }; g.dirty lists the fields to write at the end.
 local G, order = {}, {}
 
 local function load(sk, rf, qf)
@@ -51,7 +38,7 @@ local function load(sk, rf, qf)
   else
     f = redis.call('HMGET', sk, 'kp', 'ks', 'pol', 'c:rate:plan', 'c:quota:plan')
   end
-  local g = { sk = sk, kp = f[1], ks = f[2], w = {},
+  local g = { sk = sk, kp = f[1], ks = f[2], w = {}, dirty = {},
               raw = { ['c:rate:plan'] = f[4] or false, ['c:quota:plan'] = f[5] or false } }
   if rf then g.raw[rf], g.raw[qf] = f[6] or false, f[7] or false end
   G[sk] = g
@@ -91,7 +78,7 @@ local function rate_state(g, field)
 end
 
 local function archive(sk, scope, old)
-  local st, e, c = old:match('^%a+:(%d+):(%d+):(%d+)$')
+  local _, st, _, e, c = old:match(QRE)
   e = tonumber(e)
   if c and c ~= '0' and e + 62 * DAY_MS > now then
     redis.call('SET', sk .. ':quota:' .. scope .. ':' .. st, c, 'PXAT', fmt(e + 62 * DAY_MS))
@@ -100,40 +87,56 @@ end
 
 -- write a quota state now (the rare case of one field used with two units
 -- in a batch: two locations of one scope with different periods)
+local function quota_text(w)
+  return sfmt('%s:%s:%d:%d:%d', w.unit, w.stamp, w.s, w.e, w.used)
+end
+
 local function quota_settle(g, field, w)
   if w.dirty then
-    local v = sfmt('%s%d', w.p[1], w.used)
+    local v = quota_text(w)
     redis.call('HSET', g.sk, field, v)
     if w.old then archive(g.sk, w.scope, w.old) end
     g.raw[field] = v
   end
   g.w[field] = nil
+  g.fmt = nil   -- its period seconds may change
 end
 
--- State v: "<unit>:<stamp>:<end ms>:<count>" of the latest period counted:
--- the current one when its prefix is now's. Another period starts from its
--- stamped key: archived earlier (the clock went back), or a counter of the
--- earlier one-key-per-counter layout.
+-- State v: "<unit>:<stamp>:<start ms>:<end ms>:<count>" of the latest
+-- period counted: the current one when now is in it. Another period starts
+-- from its stamped key: archived earlier (the clock went back), or a
+-- counter of the earlier one-key-per-counter layout. Period seconds, reset
+-- and retry seconds are computed once per state.
 local function quota_state(g, field, scope, unit)
   local w = g.w[field]
   if w and w.unit ~= unit then quota_settle(g, field, w) w = nil end
-  if not w then
-    local p = period_of(unit)
-    local v = raw(g, field)
-    if v and v:sub(1, p[2]) == p[1] then
-      w = { unit = unit, p = p, used = tonumber(v:sub(p[2] + 1)), scope = scope }
-    else
-      w = { unit = unit, p = p, scope = scope, old = v,
-            used = tonumber(redis.call('GET', g.sk .. ':quota:' .. scope .. ':' .. p[3]) or '0') }
-    end
-    g.w[field] = w
+  if w then return w end
+  local v = raw(g, field)
+  local u, st, s, e, c
+  if v then u, st, s, e, c = v:match(QRE) end
+  if u == unit then s, e = tonumber(s), tonumber(e) end
+  if u == unit and s and now >= s and now < e then
+    w = { unit = unit, stamp = st, s = s, e = e, used = tonumber(c), scope = scope }
+  else
+    s, e, st = period(unit, now)
+    w = { unit = unit, stamp = st, s = s, e = e, scope = scope, old = v,
+          used = tonumber(redis.call('GET', g.sk .. ':quota:' .. scope .. ':' .. st) or '0') }
   end
+  w.secs = SECS[unit] or fmt(idiv(e - s, 1000))
+  w.reset = ceil_s(e - now)
+  w.retry = max(w.reset, 1)
+  g.w[field] = w
   return w
 end
 
 -- usage: uk -> field -> calls, added at the end
 local U, uorder, day, uksuffix = {}, {}
-local function count(g, api, reason)
+
+-- one-entry caches: the requests of one location share these
+local capi, cneedle, cfields, cscope, crf, cqf, clrn, clrw, clqn, clqu, lsig, nlqn, lt, lcap
+local nums = {}   -- the numbers of one reply, reused
+
+local function count(g, reason)
   if not day then
     day = ymd(now)
     uksuffix = ':usage:' .. day:sub(1, 6)
@@ -149,19 +152,40 @@ local function count(g, api, reason)
     U[uk] = u
     uorder[#uorder + 1] = uk
   end
-  local fk = day .. '|' .. api .. '|' .. reason
+  local fk = cfields[reason]
+  if not fk then
+    fk = day .. '|' .. capi .. '|' .. reason
+    cfields[reason] = fk
+  end
   u[fk] = (u[fk] or 0) + 1
 end
 
--- one-entry caches: the requests of one location share these
-local capi, cneedle, cscope, crf, cqf, clrn, clrw, clqn, nlqn, lt, lcap
+local function dirty(g, field, w)
+  w.dirty = true
+  local d = g.dirty
+  d[#d + 1] = field
+end
+
+-- The reply's format for subscription g at this location: everything but
+-- the result, retry-after and the windows' remaining and reset (plan and
+-- product names are [A-Za-z0-9._-]: no '%' to escape).
+local function reply_format(g, w2, lr, w4)
+  local f = '%s' .. g.head .. '%d'
+  if g.pt then f = f .. '|plan-rate|' .. g.prn .. '|' .. g.prw .. '|%d|%d' end
+  if w2 then f = f .. '|plan-quota|' .. g.pqs .. '|' .. w2.secs .. '|%d|%d' end
+  if lr then f = f .. '|loc-rate|' .. clrn .. '|' .. clrw .. '|%d|%d' end
+  if w4 then f = f .. '|loc-quota|' .. clqn .. '|' .. w4.secs .. '|%d|%d' end
+  g.fmt, g.fsig = f, lsig
+  return f
+end
 
 local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
   if lscope ~= cscope then
     cscope, crf, cqf = lscope, 'c:rate:loc.' .. lscope, 'c:quota:loc.' .. lscope
   end
-  if lrn ~= clrn or lrw ~= clrw or lqn ~= clqn then
-    clrn, clrw, clqn = lrn, lrw, lqn
+  if lrn ~= clrn or lrw ~= clrw or lqn ~= clqn or lqu ~= clqu then
+    clrn, clrw, clqn, clqu = lrn, lrw, lqn, lqu
+    lsig = lrn .. ':' .. lrw .. ':' .. lqn .. ':' .. lqu
     local rn, rw = tonumber(lrn) or 0, tonumber(lrw) or 0
     nlqn = tonumber(lqn) or 0
     if rn > 0 and rw > 0 then lt, lcap = gcra_params(rn, rw) else lt = nil end
@@ -175,86 +199,110 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
   if not g.kp or digest == '' or (digest ~= g.kp and digest ~= g.ks) then
     return 'invalid_key||||0'
   end
+  if api ~= capi then capi, cneedle, cfields = api, ',' .. api .. ',', {} end
   if g.inactive then
-    count(g, api, 'inactive')
+    count(g, 'inactive')
     return 'inactive' .. g.head .. '0'
   end
-  if api ~= capi then capi, cneedle = api, ',' .. api .. ',' end
   if not g.apis:find(cneedle, 1, true) then
-    count(g, api, 'not_entitled')
+    count(g, 'not_entitled')
     return 'not_entitled' .. g.head .. '0'
   end
 
-  -- every configured window, in reply order (GCRA: see core.lua)
-  local rate_refused, quota_refused, retry, out = false, false, 0, ''
-  local w1, w2, w3, w4, t1, t3, tat, new, p
+  -- every configured window, in reply order (GCRA: see core.lua); nums
+  -- gets each window's remaining and reset
+  local rate_refused, quota_refused, retry, k = false, false, 0, 0
+  local w1, w2, w3, w4, t1, t3, tat, new, d
 
   if g.pt then
-    w1 = rate_state(g, 'c:rate:plan')
+    w1 = g.w['c:rate:plan'] or rate_state(g, 'c:rate:plan')
     tat = w1.tat or now
     if tat < now then tat = now end
     new = tat + g.pt
-    if new - now <= g.pcap then
+    d = new - now
+    if d <= g.pcap then
       t1 = new
-      out = sfmt('|plan-rate|%s|%s|%d|%d', g.prn, g.prw, floor((g.pcap - (new - now)) / g.pt), ceil_s(new - now))
+      nums[1], nums[2] = floor((g.pcap - d) / g.pt), floor((d + 999) / 1000)
     else
       rate_refused = true
-      retry = max(ceil_s(new - now - g.pcap), 1)
-      out = sfmt('|plan-rate|%s|%s|%d|%d', g.prn, g.prw, floor((g.pcap - (tat - now)) / g.pt), ceil_s(tat - now))
+      retry = max(ceil_s(d - g.pcap), 1)
+      nums[1], nums[2] = floor((g.pcap - (tat - now)) / g.pt), ceil_s(tat - now)
     end
+    k = 2
   end
   if g.pqn then
-    w2 = quota_state(g, 'c:quota:plan', 'plan', g.pqu)
-    p = w2.p
+    w2 = g.w['c:quota:plan']
+    if not w2 or w2.unit ~= g.pqu then w2 = quota_state(g, 'c:quota:plan', 'plan', g.pqu) end
     if w2.used < g.pqn then
-      out = out .. sfmt('|plan-quota|%s|%s|%d|%d', g.pqs, p[4], g.pqn - w2.used - 1, p[5])
+      nums[k + 1] = g.pqn - w2.used - 1
     else
       quota_refused = true
-      if p[6] > retry then retry = p[6] end
-      out = out .. sfmt('|plan-quota|%s|%s|%d|%d', g.pqs, p[4], max(g.pqn - w2.used, 0), p[5])
+      if w2.retry > retry then retry = w2.retry end
+      nums[k + 1] = max(g.pqn - w2.used, 0)
     end
+    nums[k + 2] = w2.reset
+    k = k + 2
   end
   if lr then
-    w3 = rate_state(g, crf)
+    w3 = g.w[crf] or rate_state(g, crf)
     tat = w3.tat or now
     if tat < now then tat = now end
     new = tat + lt
-    if new - now <= lcap then
+    d = new - now
+    if d <= lcap then
       t3 = new
-      out = out .. sfmt('|loc-rate|%s|%s|%d|%d', lrn, lrw, floor((lcap - (new - now)) / lt), ceil_s(new - now))
+      nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), floor((d + 999) / 1000)
     else
       rate_refused = true
-      retry = max(retry, ceil_s(new - now - lcap), 1)
-      out = out .. sfmt('|loc-rate|%s|%s|%d|%d', lrn, lrw, floor((lcap - (tat - now)) / lt), ceil_s(tat - now))
+      retry = max(retry, ceil_s(d - lcap), 1)
+      nums[k + 1], nums[k + 2] = floor((lcap - (tat - now)) / lt), ceil_s(tat - now)
     end
+    k = k + 2
   end
   if lq then
-    w4 = quota_state(g, cqf, 'loc.' .. lscope, lqu)
-    p = w4.p
+    w4 = g.w[cqf]
+    if not w4 or w4.unit ~= lqu then w4 = quota_state(g, cqf, 'loc.' .. lscope, lqu) end
     if w4.used < nlqn then
-      out = out .. sfmt('|loc-quota|%s|%s|%d|%d', lqn, p[4], nlqn - w4.used - 1, p[5])
+      nums[k + 1] = nlqn - w4.used - 1
     else
       quota_refused = true
-      if p[6] > retry then retry = p[6] end
-      out = out .. sfmt('|loc-quota|%s|%s|%d|%d', lqn, p[4], max(nlqn - w4.used, 0), p[5])
+      if w4.retry > retry then retry = w4.retry end
+      nums[k + 1] = max(nlqn - w4.used, 0)
     end
+    nums[k + 2] = w4.reset
+    k = k + 2
   end
 
+  local f = g.fmt
+  if g.fsig ~= lsig or not f then f = reply_format(g, w2, lr, w4) end
+
   if quota_refused then
-    count(g, api, 'quota_exceeded')
-    return sfmt('quota_exceeded%s%d%s', g.head, retry, out)
+    count(g, 'quota_exceeded')
+    return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k))
   elseif rate_refused then
-    count(g, api, 'rate_limited')
-    return sfmt('rate_limited%s%d%s', g.head, retry, out)
+    count(g, 'rate_limited')
+    return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k))
   end
 
   -- all passed: count in every window (written at the end)
-  if w1 then w1.tat, w1.dirty = t1, true end
-  if w2 then w2.used, w2.dirty = w2.used + 1, true end
-  if w3 then w3.tat, w3.dirty = t3, true end
-  if w4 then w4.used, w4.dirty = w4.used + 1, true end
-  count(g, api, 'ok')
-  return 'allowed' .. g.head .. '0' .. out
+  if w1 then
+    w1.tat = t1
+    if not w1.dirty then dirty(g, 'c:rate:plan', w1) end
+  end
+  if w2 then
+    w2.used = w2.used + 1
+    if not w2.dirty then dirty(g, 'c:quota:plan', w2) end
+  end
+  if w3 then
+    w3.tat = t3
+    if not w3.dirty then dirty(g, crf, w3) end
+  end
+  if w4 then
+    w4.used = w4.used + 1
+    if not w4.dirty then dirty(g, cqf, w4) end
+  end
+  count(g, 'ok')
+  return sfmt(f, 'allowed', 0, unpack(nums, 1, k))
 end
 
 local reply = {}
@@ -273,21 +321,19 @@ end
 -- the writes: one HSET per subscription, archives, usage counts
 for _, sk in ipairs(order) do
   local g = G[sk]
-  local hs, k = {}, 0
-  for field, w in pairs(g.w) do
-    if w.dirty then
-      hs[k + 1] = field
-      if w.unit then
-        hs[k + 2] = sfmt('%s%d', w.p[1], w.used)
-      else
-        hs[k + 2] = fmt(w.tat)
-      end
-      k = k + 2
+  local d = g.dirty
+  if #d > 0 then
+    local hs = {}
+    for i, field in ipairs(d) do
+      local w = g.w[field]
+      hs[2 * i - 1] = field
+      if w.unit then hs[2 * i] = quota_text(w) else hs[2 * i] = fmt(w.tat) end
     end
-  end
-  if k > 0 then redis.call('HSET', sk, unpack(hs)) end
-  for _, w in pairs(g.w) do
-    if w.dirty and w.old then archive(sk, w.scope, w.old) end
+    redis.call('HSET', sk, unpack(hs))
+    for _, field in ipairs(d) do
+      local w = g.w[field]
+      if w.old then archive(sk, w.scope, w.old) end
+    end
   end
 end
 for _, uk in ipairs(uorder) do

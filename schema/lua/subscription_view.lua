@@ -10,8 +10,8 @@ local n, unit = tonumber(h.quota_n) or 0, h.quota_unit or ''
 if n > 0 and unit ~= '' then
   local s, e, stamp = period(unit, now)
   -- the period's count is in the hash while it is the latest one counted
-  -- (check's state "<unit>:<stamp>:<end>:<count>"), else archived
-  local u, st, c = (h['c:quota:plan'] or ''):match('^(%a+):(%d+):%d+:(%d+)$')
+  -- (check's state "<unit>:<stamp>:<start>:<end>:<count>"), else archived
+  local u, st, c = (h['c:quota:plan'] or ''):match('^(%a+):(%d+):%d+:%d+:(%d+)$')
   local used
   if u == unit and st == stamp then
     used = tonumber(c)

@@ -704,7 +704,7 @@ sub parse_check {
 sub quota_count {
     my ($self, $skey, $scope, $stamp) = @_;
     my $v = $self->cmd('HGET', $skey, "c:quota:$scope") // '';
-    my ($st, $c) = $v =~ /^[a-z]+:(\d+):\d+:(\d+)$/;
+    my ($st, $c) = $v =~ /^[a-z]+:(\d+):\d+:\d+:(\d+)$/;
     return $c if defined $st && $st eq $stamp;
     return $self->cmd('GET', "$skey:quota:$scope:$stamp");
 }
