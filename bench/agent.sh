@@ -89,7 +89,7 @@ gen() {
             } else {
                 my $api = $prod eq "weather" ? "forecast" : "geocode";
                 cmd("EVALSHA", $check_sha, 1, "apimon:sub:{$id}", $jan + 86400000 * ($i % 28) + 1000 * $_,
-                    $dig, $api, 0, 0, 0, "", "loc") for 1 .. 2;
+                    1, $api, 0, 0, 0, "", "loc", $dig, 1) for 1 .. 2;
             }
         }' "$@"
 }

@@ -47,8 +47,9 @@ for my $n (@sizes) {
     for my $i (0 .. $n - 1) {
         my $s = $subs[$i % @subs];
         push @keys, $s->{key};
-        push @argv, Apimon::Redis::key_digest($s->{primary}), 'echo', 1000000000, 1, 1000000000, 'day', 'echo';
+        push @argv, Apimon::Redis::key_digest($s->{primary}), 1;
     }
+    unshift @argv, 1, 'echo', 1000000000, 1, 1000000000, 'day', 'echo';   # one location
     $r->cmd('CONFIG', 'RESETSTAT');
     my @cmd = ('redis-benchmark', '-p', $r->port, '-n', int($calls / $n) || 1, '-c', 10, '-P', 1, '-q',
                'EVALSHA', $sha, $n, @keys, 0, @argv);

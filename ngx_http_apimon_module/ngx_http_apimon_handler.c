@@ -23,9 +23,12 @@
 #include "ngx_http_apimon.h"
 
 
-/* requests per EVALSHA; 8 arguments each (key, 7 ARGV) */
+/*
+ * requests per EVALSHA: the number of keys, the keys, now, the number of
+ * locations, 6 per location (at most one per request), 2 per request
+ */
 #define NGX_HTTP_APIMON_BATCH_MAX   64
-#define NGX_HTTP_APIMON_BATCH_ARGS  (2 + 8 * NGX_HTTP_APIMON_BATCH_MAX)
+#define NGX_HTTP_APIMON_BATCH_ARGS  (3 + 9 * NGX_HTTP_APIMON_BATCH_MAX)
 
 
 /*
@@ -423,19 +426,24 @@ ngx_http_apimon_batch_sent(void)
 static void
 ngx_http_apimon_batch_send(ngx_uint_t n)
 {
-    size_t                      len;
-    u_char                      nbuf[NGX_INT_T_LEN];
-    ngx_uint_t                  i, k, a;
-    ngx_msec_t                  timeout;
-    ngx_queue_t                *q;
-    ngx_http_apimon_ctx_t      *ctx;
-    ngx_http_apimon_batch_t    *b;
-    ngx_http_apimon_batcher_t  *bt;
-    ngx_http_apimon_loc_conf_t *alcf;
+    size_t                       len;
+    u_char                      *p;
+    ngx_uint_t                   i, j, a, nloc;
+    ngx_msec_t                   timeout;
+    ngx_queue_t                 *q;
+    ngx_http_apimon_ctx_t       *ctx;
+    ngx_http_apimon_batch_t     *b;
+    ngx_http_apimon_batcher_t   *bt;
+    ngx_http_apimon_loc_conf_t  *alcf;
 
-    /* static, not 8 KB of stack: the transport copies the arguments */
-    static const char          *argv[NGX_HTTP_APIMON_BATCH_ARGS];
-    static size_t               argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
+    /* static, not 10 KB of stack: the transport copies the arguments */
+    static u_char                nums[3 * NGX_HTTP_APIMON_BATCH_MAX
+                                      * NGX_INT_T_LEN];
+    static const char           *argv[NGX_HTTP_APIMON_BATCH_ARGS];
+    static size_t                argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
+    static ngx_http_apimon_loc_conf_t  *locs[NGX_HTTP_APIMON_BATCH_MAX];
+    static ngx_uint_t            loc_of[NGX_HTTP_APIMON_BATCH_MAX];
+    static ngx_http_apimon_ctx_t       *ctxs[NGX_HTTP_APIMON_BATCH_MAX];
 
     bt = &ngx_http_apimon_batcher;
 
@@ -443,21 +451,19 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
                   + (n - 1) * sizeof(ngx_http_apimon_ctx_t *),
                   ngx_cycle->log);
 
-    len = ngx_sprintf(nbuf, "%ui", n) - nbuf;
+    /* take the requests; the locations of the batch are sent once each */
 
-    argv[0] = (const char *) nbuf;             /* number of keys */
-    argvlen[0] = len;
-    argv[n + 1] = "0";                          /* now: Redis TIME */
-    argvlen[n + 1] = 1;
-
+    nloc = 0;
     timeout = 0;
 
     for (i = 0; i < n; i++) {
         q = ngx_queue_head(&bt->pending);
         ngx_queue_remove(q);
+        bt->npending--;
 
         ctx = ngx_queue_data(q, ngx_http_apimon_ctx_t, queue);
         ctx->queued = 0;
+        ctxs[i] = ctx;
         alcf = ctx->conf;
 
         /* the batch waits as long as its most patient request would */
@@ -465,54 +471,92 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
             timeout = alcf->timeout;
         }
 
-        k = 1 + i;
-        argv[k] = (const char *) ctx->skey;
-        argvlen[k] = NGX_HTTP_APIMON_SKEY_LEN;
-
-        a = n + 2 + 7 * i;
-        argv[a] = (const char *) ctx->digest;
-        argvlen[a] = NGX_HTTP_APIMON_DIGEST_LEN;
-        argv[a + 1] = (const char *) alcf->api.data;
-        argvlen[a + 1] = alcf->api.len;
-        argv[a + 2] = (const char *) alcf->rate_n_text.data;
-        argvlen[a + 2] = alcf->rate_n_text.len;
-        argv[a + 3] = (const char *) alcf->rate_w_text.data;
-        argvlen[a + 3] = alcf->rate_w_text.len;
-        argv[a + 4] = (const char *) alcf->quota_n_text.data;
-        argvlen[a + 4] = alcf->quota_n_text.len;
-        argv[a + 5] = alcf->quota_unit.data ? (const char *) alcf->quota_unit.data
-                                            : "";
-        argvlen[a + 5] = alcf->quota_unit.len;
-        argv[a + 6] = (const char *) alcf->api.data;   /* scope: the API */
-        argvlen[a + 6] = alcf->api.len;
-
-        bt->npending--;
-
-        if (b) {
-            b->ctx[i] = ctx;
-            ctx->batch = b;
-            ctx->index = i;
-
-        } else {
-            /* out of memory: fail it */
-            ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
-            ngx_http_apimon_resume(ctx);
+        for (j = 0; j < nloc; j++) {
+            if (locs[j] == alcf) {
+                break;
+            }
         }
+
+        if (j == nloc) {
+            locs[nloc++] = alcf;
+        }
+
+        loc_of[i] = j;
     }
 
     if (b == NULL) {
+        /* out of memory: fail the requests */
+        for (i = 0; i < n; i++) {
+            ctxs[i]->result = NGX_HTTP_APIMON_REDIS_ERROR;
+            ngx_http_apimon_resume(ctxs[i]);
+        }
+
         return;
+    }
+
+    p = nums;
+
+    len = ngx_sprintf(p, "%ui", n) - p;
+    argv[0] = (const char *) p;                 /* number of keys */
+    argvlen[0] = len;
+    p += len;
+
+    a = n + 1;
+    argv[a] = "0";                              /* now: Redis TIME */
+    argvlen[a++] = 1;
+
+    len = ngx_sprintf(p, "%ui", nloc) - p;
+    argv[a] = (const char *) p;
+    argvlen[a++] = len;
+    p += len;
+
+    for (j = 0; j < nloc; j++) {
+        alcf = locs[j];
+
+        argv[a] = (const char *) alcf->api.data;
+        argvlen[a++] = alcf->api.len;
+        argv[a] = (const char *) alcf->rate_n_text.data;
+        argvlen[a++] = alcf->rate_n_text.len;
+        argv[a] = (const char *) alcf->rate_w_text.data;
+        argvlen[a++] = alcf->rate_w_text.len;
+        argv[a] = (const char *) alcf->quota_n_text.data;
+        argvlen[a++] = alcf->quota_n_text.len;
+        argv[a] = alcf->quota_unit.data ? (const char *) alcf->quota_unit.data
+                                        : "";
+        argvlen[a++] = alcf->quota_unit.len;
+        argv[a] = (const char *) alcf->api.data;   /* scope: the API */
+        argvlen[a++] = alcf->api.len;
+    }
+
+    for (i = 0; i < n; i++) {
+        ctx = ctxs[i];
+
+        argv[1 + i] = (const char *) ctx->skey;
+        argvlen[1 + i] = NGX_HTTP_APIMON_SKEY_LEN;
+
+        argv[a] = (const char *) ctx->digest;
+        argvlen[a++] = NGX_HTTP_APIMON_DIGEST_LEN;
+
+        len = ngx_sprintf(p, "%ui", loc_of[i] + 1) - p;
+        argv[a] = (const char *) p;
+        argvlen[a++] = len;
+        p += len;
+
+        b->ctx[i] = ctx;
+        ctx->batch = b;
+        ctx->index = i;
     }
 
     b->n = n;
     b->live = n;
     b->replying = 0;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "apimon: batch %p of %ui checks", b, n);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "apimon: batch %p of %ui checks, %ui locations",
+                   b, n, nloc);
 
     b->call = ngx_http_apimon_redis_script(ngx_http_apimon_check_script,
-                                           (int) (2 + 8 * n), argv, argvlen,
+                                           (int) a, argv, argvlen,
                                            timeout, ngx_http_apimon_batch_done,
                                            b);
 

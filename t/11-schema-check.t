@@ -52,7 +52,7 @@ my $c = $r->check(key => Apimon::Redis::new_key($ghost), api => 'a', now => $T0)
 is_deeply($c->{raw}, [ 'invalid_key', '', '', '', 0, 0 ], 'unknown subscription: invalid_key');
 $c = $r->check(key => Apimon::Redis::new_key($s->{id}), api => 'a', now => $T0);
 is_deeply($c->{raw}, [ 'invalid_key', '', '', '', 0, 0 ], 'wrong key for a real subscription: invalid_key');
-is_deeply($r->run_script('check', [ $s->{key} ], [ $T0, '', 'a', 0, 0, 0, '', 'loc' ]),
+is_deeply($r->run_script('check', [ $s->{key} ], [ $T0, 1, 'a', 0, 0, 0, '', 'loc', '', 1 ]),
           [ 'invalid_key||||0' ], 'empty digest never matches');
 is_deeply(usage($s, '202703'), {}, 'invalid_key is not counted');
 
@@ -250,7 +250,7 @@ my $ym = sprintf '%04d%02d', $t[5] + 1900, $t[4] + 1;
 ok(scalar(grep { /\|a\|ok$/ } keys %{ usage($z, $ym) }), 'usage filed under the current month');
 
 # bad now is a bad_request
-my $err = $r->try_script('check', [ $z->{key} ], [ 'soon', Apimon::Redis::key_digest($z->{primary}), 'a', 0, 0, 0, '', '' ]);
+my $err = $r->try_script('check', [ $z->{key} ], [ 'soon', 1, 'a', 0, 0, 0, '', '', Apimon::Redis::key_digest($z->{primary}), 1 ]);
 like("$err", qr/^ERR apimon bad_request: /, 'bad now: bad_request');
 
 # --- batches: one call decides several requests, in order, each on its own
@@ -268,8 +268,13 @@ is_deeply([ map { $_->{windows}[0]{remaining} } @$v[0 .. 3] ], [ 2, 1, 0, 0 ], '
 like($v->[5]{error}, qr/bad_request: bad period unit/, 'batch: a bad request fails alone');
 is($v->[4]{id}, $bn->{id}, 'batch: the others are decided');
 is_deeply(usage($bq, '202703'), { '20270310|a|ok' => 3, '20270310|a|quota_exceeded' => 1 }, 'batch: usage of each request');
-like("" . $r->try_script('check', [ $bn->{key} ], [ $T0, 'x' ]), qr/^ERR apimon bad_request: /, 'batch: wrong argument count');
-is_deeply($r->run_script('check', [], [ $T0 ]), [], 'empty batch');
+like("" . $r->try_script('check', [ $bn->{key} ], [ $T0, 0, 'x' ]), qr/^ERR apimon bad_request: /, 'batch: wrong argument count');
+is_deeply($r->run_script('check', [], [ $T0, 0 ]), [], 'empty batch');
+$v = $r->run_script('check', [ $bn->{key}, $bn->{key} ],
+                    [ $T0, 1, 'a', 0, 0, 0, '', 'loc', Apimon::Redis::key_digest($bn->{primary}), 2,
+                      Apimon::Redis::key_digest($bn->{primary}), 1 ]);
+like($v->[0], qr/^!.*no such location/, 'batch: a request naming no location fails alone');
+like($v->[1], qr/^allowed\|/, '...the next is decided');
 
 # --- window state in the hash: per-key counters of before, unit changes, the clock going back
 my $mg = buy('q3');

@@ -1,6 +1,8 @@
 -- check: the per-request decision (hot path), for a batch of requests.
--- KEYS[i] is the subscription of request i; ARGV[1] is now, then 7
--- arguments per request. Each request is decided as if it were alone, in
+-- KEYS[i] is the subscription of request i; ARGV: now, the number of
+-- locations L, L groups of 6 (api, rate n, rate w, quota n, quota unit,
+-- scope), then per request its key digest and location number (1..L).
+-- Each request is decided as if it were alone, in
 -- order: a later one sees the counts of an earlier one (the script is
 -- atomic, so nobody else can tell that the writes are gathered at the end).
 -- Window state lives in the subscription hash (c:rate:<scope>,
@@ -14,9 +16,9 @@
 -- between requests and printed with one string.format per group.
 return apimon_run(function()
 local now = apimon_now(ARGV[1])
-local n = #KEYS
-if #ARGV ~= 1 + 7 * n then
-  apimon_err('bad_request', 'check: ARGV must be now and 7 arguments per key')
+local n, nloc = #KEYS, tonumber(ARGV[2]) or -1
+if nloc < 0 or #ARGV ~= 2 + 6 * nloc + 2 * n then
+  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6 and 2 per key')
 end
 local tonumber, max = tonumber, math.max
 
@@ -132,11 +134,24 @@ end
 -- usage: uk -> field -> calls, added at the end
 local U, uorder, day, uksuffix = {}, {}
 
--- one-entry caches: the requests of one location share these
-local capi, cneedle, cfields, cscope, crf, cqf, clrn, clrw, clqn, clqu, lsig, nlqn, lt, lcap
+-- the locations of the batch: api, needle (",api,"), usage fields by
+-- reason, rate n and w (strings), GCRA t and cap (nil: no rate), quota n
+-- (string, number; 0: none), unit, scope, state fields
+local locs = {}
+for j = 1, nloc do
+  local a = 6 * j - 3
+  local api, lrn, lrw, lqn, lqu, scope = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
+  local l = { api = api, needle = ',' .. api .. ',', fields = {}, lrn = lrn, lrw = lrw, lqn = lqn,
+              nlqn = tonumber(lqn) or 0, lqu = lqu, scope = 'loc.' .. scope,
+              rf = 'c:rate:loc.' .. scope, qf = 'c:quota:loc.' .. scope }
+  local rn, rw = tonumber(lrn) or 0, tonumber(lrw) or 0
+  if rn > 0 and rw > 0 then l.lt, l.lcap = gcra_params(rn, rw) end
+  l.lq = l.nlqn > 0 and lqu ~= ''
+  locs[j] = l
+end
 local nums = {}   -- the numbers of one reply, reused
 
-local function count(g, reason)
+local function count(g, l, reason)
   if not day then
     day = ymd(now)
     uksuffix = ':usage:' .. day:sub(1, 6)
@@ -152,10 +167,10 @@ local function count(g, reason)
     U[uk] = u
     uorder[#uorder + 1] = uk
   end
-  local fk = cfields[reason]
+  local fk = l.fields[reason]
   if not fk then
-    fk = day .. '|' .. capi .. '|' .. reason
-    cfields[reason] = fk
+    fk = day .. '|' .. l.api .. '|' .. reason
+    l.fields[reason] = fk
   end
   u[fk] = (u[fk] or 0) + 1
 end
@@ -166,31 +181,22 @@ local function dirty(g, field, w)
   d[#d + 1] = field
 end
 
--- The reply's format for subscription g at this location: everything but
+-- The reply's format for subscription g at location l: everything but
 -- the result, retry-after and the windows' remaining and reset (plan and
 -- product names are [A-Za-z0-9._-]: no '%' to escape).
-local function reply_format(g, w2, lr, w4)
+local function reply_format(g, l, w2, w4)
   local f = '%s' .. g.head .. '%d'
   if g.pt then f = f .. '|plan-rate|' .. g.prn .. '|' .. g.prw .. '|%d|%d' end
   if w2 then f = f .. '|plan-quota|' .. g.pqs .. '|' .. w2.secs .. '|%d|%d' end
-  if lr then f = f .. '|loc-rate|' .. clrn .. '|' .. clrw .. '|%d|%d' end
-  if w4 then f = f .. '|loc-quota|' .. clqn .. '|' .. w4.secs .. '|%d|%d' end
-  g.fmt, g.fsig = f, lsig
+  if l.lt then f = f .. '|loc-rate|' .. l.lrn .. '|' .. l.lrw .. '|%d|%d' end
+  if w4 then f = f .. '|loc-quota|' .. l.lqn .. '|' .. w4.secs .. '|%d|%d' end
+  g.fmt, g.floc = f, l
   return f
 end
 
-local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
-  if lscope ~= cscope then
-    cscope, crf, cqf = lscope, 'c:rate:loc.' .. lscope, 'c:quota:loc.' .. lscope
-  end
-  if lrn ~= clrn or lrw ~= clrw or lqn ~= clqn or lqu ~= clqu then
-    clrn, clrw, clqn, clqu = lrn, lrw, lqn, lqu
-    lsig = lrn .. ':' .. lrw .. ':' .. lqn .. ':' .. lqu
-    local rn, rw = tonumber(lrn) or 0, tonumber(lrw) or 0
-    nlqn = tonumber(lqn) or 0
-    if rn > 0 and rw > 0 then lt, lcap = gcra_params(rn, rw) else lt = nil end
-  end
-  local lr, lq = lt ~= nil, nlqn > 0 and lqu ~= ''
+local function check1(sk, digest, l)
+  local lt, lq, crf, cqf = l.lt, l.lq, l.rf, l.qf
+  local lr = lt ~= nil
 
   local g = G[sk]
   if not g then
@@ -199,13 +205,12 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
   if not g.kp or digest == '' or (digest ~= g.kp and digest ~= g.ks) then
     return 'invalid_key||||0'
   end
-  if api ~= capi then capi, cneedle, cfields = api, ',' .. api .. ',', {} end
   if g.inactive then
-    count(g, 'inactive')
+    count(g, l, 'inactive')
     return 'inactive' .. g.head .. '0'
   end
-  if not g.apis:find(cneedle, 1, true) then
-    count(g, 'not_entitled')
+  if not g.apis:find(l.needle, 1, true) then
+    count(g, l, 'not_entitled')
     return 'not_entitled' .. g.head .. '0'
   end
 
@@ -249,6 +254,7 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
     if tat < now then tat = now end
     new = tat + lt
     d = new - now
+    local lcap = l.lcap
     if d <= lcap then
       t3 = new
       nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), floor((d + 999) / 1000)
@@ -260,8 +266,9 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
     k = k + 2
   end
   if lq then
+    local nlqn = l.nlqn
     w4 = g.w[cqf]
-    if not w4 or w4.unit ~= lqu then w4 = quota_state(g, cqf, 'loc.' .. lscope, lqu) end
+    if not w4 or w4.unit ~= l.lqu then w4 = quota_state(g, cqf, l.scope, l.lqu) end
     if w4.used < nlqn then
       nums[k + 1] = nlqn - w4.used - 1
     else
@@ -274,13 +281,13 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
   end
 
   local f = g.fmt
-  if g.fsig ~= lsig or not f then f = reply_format(g, w2, lr, w4) end
+  if g.floc ~= l or not f then f = reply_format(g, l, w2, w4) end
 
   if quota_refused then
-    count(g, 'quota_exceeded')
+    count(g, l, 'quota_exceeded')
     return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k))
   elseif rate_refused then
-    count(g, 'rate_limited')
+    count(g, l, 'rate_limited')
     return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k))
   end
 
@@ -301,15 +308,19 @@ local function check1(sk, digest, api, lrn, lrw, lqn, lqu, lscope)
     w4.used = w4.used + 1
     if not w4.dirty then dirty(g, cqf, w4) end
   end
-  count(g, 'ok')
+  count(g, l, 'ok')
   return sfmt(f, 'allowed', 0, unpack(nums, 1, k))
 end
 
 local reply = {}
 for i = 1, n do
-  local a = 7 * i - 5
-  local ok, res = pcall(check1, KEYS[i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3],
-                        ARGV[a + 4], ARGV[a + 5], ARGV[a + 6])
+  local a = 2 + 6 * nloc + 2 * i
+  local l, ok, res = locs[tonumber(ARGV[a])]
+  if l then
+    ok, res = pcall(check1, KEYS[i], ARGV[a - 1], l)
+  else
+    ok, res = false, 'no such location: ' .. tostring(ARGV[a])
+  end
   if not ok then
     -- this request alone fails; it changed nothing
     if type(res) == 'table' then res = res.apimon or res.err end

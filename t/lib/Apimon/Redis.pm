@@ -175,7 +175,7 @@ Dies on an element error.
 =item $r->check_batch([ \%o, ... ] [, $now])
 
 One call of the check script for several requests (C<%o> as for C<check>,
-C<digest> overrides the key's digest); returns one hash per request as
+C<digest> overrides the key's digest; equal locations are sent once); returns one hash per request as
 C<check> does, or C<{ error }> for a request that failed alone.
 
 =item parse_check($string) - one element of the check reply, decoded (function)
@@ -669,15 +669,22 @@ sub check {
 # The check script for several requests in one call (what nginx sends).
 sub check_batch {
     my ($self, $list, $now) = @_;
-    my (@keys, @argv);
+    my (@keys, @argv, @locs, %loc);
     for my $o (@$list) {
         my $id = $o->{sub} // key_sub_id($o->{key});
         my $lr = $o->{loc_rate} || [ 0, 0 ];
         my $lq = $o->{loc_quota} || [ 0, '' ];
+        # the locations are listed once, requests refer to them by number
+        my @l = ($o->{api}, @$lr, @$lq, $o->{scope} // 'loc');
+        my $sig = join "\0", @l;
+        unless ($loc{$sig}) {
+            push @locs, @l;
+            $loc{$sig} = @locs / 6;
+        }
         push @keys, sub_key($id);
-        push @argv, $o->{digest} // key_digest($o->{key}), $o->{api}, @$lr, @$lq, $o->{scope} // 'loc';
+        push @argv, $o->{digest} // key_digest($o->{key}), $loc{$sig};
     }
-    my $v = $self->run_script('check', \@keys, [ $now || 0, @argv ]);
+    my $v = $self->run_script('check', \@keys, [ $now || 0, @locs / 6, @locs, @argv ]);
     return [ map { parse_check($_) } @$v ];
 }
 
