@@ -426,24 +426,24 @@ ngx_http_apimon_batch_sent(void)
 static void
 ngx_http_apimon_batch_send(ngx_uint_t n)
 {
-    size_t                       len;
-    u_char                      *p;
-    ngx_uint_t                   i, j, a, nloc;
-    ngx_msec_t                   timeout;
-    ngx_queue_t                 *q;
-    ngx_http_apimon_ctx_t       *ctx;
-    ngx_http_apimon_batch_t     *b;
-    ngx_http_apimon_batcher_t   *bt;
-    ngx_http_apimon_loc_conf_t  *alcf;
+    size_t                              len;
+    u_char                             *p;
+    ngx_uint_t                          i, j, a, nloc;
+    ngx_msec_t                          timeout;
+    ngx_queue_t                        *q;
+    ngx_http_apimon_ctx_t              *ctx;
+    ngx_http_apimon_batch_t            *b;
+    ngx_http_apimon_batcher_t          *bt;
+    ngx_http_apimon_loc_conf_t         *alcf;
 
     /* static, not 10 KB of stack: the transport copies the arguments */
-    static u_char                nums[3 * NGX_HTTP_APIMON_BATCH_MAX
-                                      * NGX_INT_T_LEN];
-    static const char           *argv[NGX_HTTP_APIMON_BATCH_ARGS];
-    static size_t                argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
-    static ngx_http_apimon_loc_conf_t  *locs[NGX_HTTP_APIMON_BATCH_MAX];
-    static ngx_uint_t            loc_of[NGX_HTTP_APIMON_BATCH_MAX];
+    static u_char                       nums[3 * NGX_HTTP_APIMON_BATCH_MAX
+                                             * NGX_INT_T_LEN];
+    static const char                  *argv[NGX_HTTP_APIMON_BATCH_ARGS];
+    static size_t                       argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
+    static ngx_uint_t                   loc_of[NGX_HTTP_APIMON_BATCH_MAX];
     static ngx_http_apimon_ctx_t       *ctxs[NGX_HTTP_APIMON_BATCH_MAX];
+    static ngx_http_apimon_loc_conf_t  *locs[NGX_HTTP_APIMON_BATCH_MAX];
 
     bt = &ngx_http_apimon_batcher;
 
