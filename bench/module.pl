@@ -5,7 +5,7 @@
 # Both locations live in one nginx (same workers, same upstream, keepalive),
 # so the only difference is the access check. Prints req/s, p99 and the ratio.
 # Environment: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (50),
-# BENCH_THREADS (2), BENCH_WORKERS (nginx worker_processes, 2).
+# BENCH_THREADS (2), BENCH_WORKERS (nginx worker_processes to measure, "2 1").
 
 use strict;
 use warnings;
@@ -21,7 +21,6 @@ use Apimon::Redis;
 my $dur     = $ENV{BENCH_DURATION}    || 10;
 my $conns   = $ENV{BENCH_CONNECTIONS} || 50;
 my $threads = $ENV{BENCH_THREADS}     || 2;
-my $workers = $ENV{BENCH_WORKERS}     || 2;
 my $build   = File::Spec->rel2abs($ENV{APIMON_BUILD} || "$FindBin::Bin/../build");   # nginx -p changes the base
 
 system('which wrk >/dev/null 2>&1') == 0 or die "wrk is not installed (apt-get install wrk)\n";
@@ -42,14 +41,43 @@ my $sub = $redis->create_subscription(owner => 'bench@example.com', product => '
                                       plan => 'bench-gold');
 my $key = $sub->{primary};
 
-my $dir = tempdir('apimon-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-mkdir "$dir/logs";
-my $port = free_port();
-my $up   = free_port();
 my $rport = $redis->port;
+my @workers = split ' ', ($ENV{BENCH_WORKERS} || '2 1');
+my (@rows, $port);
 
-open my $f, '>', "$dir/nginx.conf" or die $!;
-print $f <<"CONF";
+for my $w (@workers) {
+    my ($plain, $apimon, $stats) = run_config($w);
+    push @rows, [$w, $plain, $apimon, $stats];
+}
+$redis->stop;
+
+printf "\nmodule benchmark: wrk -t%d -c%d -d%ds, %s cores; one nginx, same upstream, per worker count\n",
+    $threads, $conns, $dur, `nproc` =~ s/\s+//r;
+my ($best_plain, $best_apimon) = (0, 0);
+for my $r (@rows) {
+    my ($w, $plain, $apimon, $stats) = @$r;
+    printf "  worker_processes %d\n", $w;
+    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
+    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
+    printf "    ratio apimon/plain: %.2f\n", $apimon->{rps} / $plain->{rps};
+    printf "    redis: evalsha %s\n", $stats // '-';
+    $best_plain  = $plain->{rps}  if $plain->{rps}  > $best_plain;
+    $best_apimon = $apimon->{rps} if $apimon->{rps} > $best_apimon;
+}
+printf "  best apimon / best plain (any worker count): %.2f\n", $best_apimon / $best_plain
+    if @rows > 1;
+
+# One nginx with both locations and the given number of workers: warm up,
+# measure the plain location, then the protected one.
+sub run_config {
+    my ($workers) = @_;
+    my $dir = tempdir('apimon-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    mkdir "$dir/logs";
+    $port = free_port();
+    my $up = free_port();
+
+    open my $f, '>', "$dir/nginx.conf" or die $!;
+    print $f <<"CONF";
 load_module $build/ngx_http_apimon_module.so;
 worker_processes $workers;
 daemon off;
@@ -82,39 +110,33 @@ http {
     }
 }
 CONF
-close $f;
+    close $f;
 
-my $pid = fork // die;
-if (!$pid) {
-    open STDOUT, '>', "$dir/logs/stdout"; open STDERR, '>&', \*STDOUT;
-    exec 'nginx', '-p', "$dir/", '-c', "$dir/nginx.conf" or POSIX::_exit(127);
+    my $pid = fork // die;
+    if (!$pid) {
+        open STDOUT, '>', "$dir/logs/stdout"; open STDERR, '>&', \*STDOUT;
+        exec 'nginx', '-p', "$dir/", '-c', "$dir/nginx.conf" or POSIX::_exit(127);
+    }
+    wait_port($port, $dir);
+
+    # sanity: the protected location really enforces (401 without a key)
+    my $probe = `curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/api/x`;
+    my $ok    = `curl -s -o /dev/null -w '%{http_code}' -H 'X-API-Key: $key' http://127.0.0.1:$port/api/x`;
+    die "sanity check failed: no key → $probe, key → $ok\n" unless $probe eq '401' && $ok eq '200';
+
+    wrk("/plain/", "", 3);                                  # warm up
+    wrk("/api/", $key, 3);
+    my $plain = wrk("/plain/", "", $dur);
+    $redis->cmd('CONFIG', 'RESETSTAT');
+    my $apimon = wrk("/api/", $key, $dur);
+
+    # where the time goes on the Redis side
+    my ($stats) = $redis->cmd('INFO', 'commandstats') =~ /^cmdstat_evalsha:(\S+)/m;
+
+    kill 'QUIT', $pid;
+    waitpid $pid, 0;
+    return ($plain, $apimon, $stats);
 }
-wait_port($port);
-
-# sanity: the protected location really enforces (401 without a key)
-my $probe = `curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/api/x`;
-my $ok    = `curl -s -o /dev/null -w '%{http_code}' -H 'X-API-Key: $key' http://127.0.0.1:$port/api/x`;
-die "sanity check failed: no key → $probe, key → $ok\n" unless $probe eq '401' && $ok eq '200';
-
-wrk("/plain/", "", 3);                                      # warm up
-wrk("/api/", $key, 3);
-my $plain  = wrk("/plain/", "", $dur);
-my $apimon = wrk("/api/", $key, $dur);
-
-# where the time goes on the Redis side
-my ($evalsha) = $redis->cmd('INFO', 'commandstats') =~ /^cmdstat_evalsha:(\S+)/m;
-my ($rcpu) = $redis->cmd('INFO', 'cpu') =~ /^used_cpu_user:(\S+)/m;
-
-kill 'QUIT', $pid;
-waitpid $pid, 0;
-$redis->stop;
-
-printf "\nmodule benchmark: wrk -t%d -c%d -d%ds, nginx worker_processes %d, cores %s\n",
-    $threads, $conns, $dur, $workers, `nproc` =~ s/\s+//r;
-printf "  %-28s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
-printf "  %-28s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
-printf "  ratio apimon/plain: %.2f\n", $apimon->{rps} / $plain->{rps};
-printf "  redis: evalsha %s; user cpu %ss\n", $evalsha // '-', $rcpu // '-';
 
 sub wrk {
     my ($path, $k, $d) = @_;
@@ -137,7 +159,7 @@ sub free_port {
 }
 
 sub wait_port {
-    my ($p) = @_;
+    my ($p, $dir) = @_;
     for (1 .. 200) {
         my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $p, Timeout => 1);
         return if $s;

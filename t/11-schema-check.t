@@ -21,6 +21,7 @@ sub catalog {
         man  => { approval => 'manual' },
         r5   => { rateLimit => { limit => 5, per => 'second' } },
         r3   => { rateLimit => { limit => 3, per => 'second' } },
+        fast => { rateLimit => { limit => 5000, per => 'second' } },
         slow => { rateLimit => { limit => 3, per => 'hour' } },
         q3   => { quota => { limit => 3, period => 'day' } },
         rq   => { rateLimit => { limit => 2, per => 'second' }, quota => { limit => 2, period => 'day' } },
@@ -100,7 +101,7 @@ for my $i (1 .. 5) {
               "burst call $i: remaining " . (5 - $i));
 }
 my $tat = $r->rate_tat($g->{key}, 'plan');
-is($tat, $T0 + 1000, 'TAT stored in ms');
+is($tat, ($T0 + 1000) * 1000, 'TAT stored in microseconds');
 $c = chk($g, $T0);
 is($c->{result}, 'rate_limited', '6th call in the same instant: rate_limited');
 is($c->{retry_after}, 1, 'retry-after at least 1 s');
@@ -112,8 +113,15 @@ is(res($g, $T0 + 200), 'rate_limited', '...and only one');
 is(res($g, $T0 + 400), 'allowed', 'next interval');
 my @ok = grep { res($g, $T0 + 2400) eq 'allowed' } 1 .. 7;
 is(scalar @ok, 5, 'idle for a full window: full burst again');
-is($r->rate_tat($g->{key}, 'plan'), $T0 + 3400, 'TAT after the second burst');
+is($r->rate_tat($g->{key}, 'plan'), ($T0 + 3400) * 1000, 'TAT after the second burst');
 is($r->cmd('EXISTS', "$g->{key}:rate:plan"), 0, 'no separate rate key: the state is in the hash');
+
+# above 1000/s the interval is below a millisecond: 5000/s must stay
+# 5000/s once the burst is spent, not fall to one call per ms
+my $gf = buy('fast');
+is(scalar(grep { res($gf, $T0) eq 'allowed' } 1 .. 5001), 5000, '5000/second: burst of 5000');
+is(scalar(grep { res($gf, $T0 + 100) eq 'allowed' } 1 .. 600), 500, '100 ms later: 500 more (one per 200 us)');
+is(scalar(grep { res($gf, $T0 + 101) eq 'allowed' } 1 .. 10), 5, '1 ms later: 5 more');
 
 # emission interval rounds up: 3 per second -> 334 ms
 my $g3 = buy('r3');
@@ -136,16 +144,17 @@ is(res($sl, $T0 + 1200 * 1000), 'allowed', 'one more after 20 minutes');
 srand(42);
 for my $plan ([ 'r3', 3, 1 ], [ 'slow', 3, 3600 ]) {
     my ($name, $n, $w) = @$plan;
-    my $iv = int(($w * 1000 + $n - 1) / $n);
+    my $iv = int(($w * 1000000 + $n - 1) / $n);    # microseconds, as the script
     my $x = buy($name);
     my ($t, @acc, $wrong) = ($T0);
-    my $tat = $T0;
+    my $tat = $T0 * 1000;
     for (1 .. 400) {
-        $t += int(rand($iv * 1.5));
+        $t += int(rand($iv * 1.5 / 1000));     # calls come at whole ms
         my $got = res($x, $t);
         # reference GCRA in Perl
-        my $base = $tat > $t ? $tat : $t;
-        my $want = $base + $iv - $t <= $n * $iv ? 'allowed' : 'rate_limited';
+        my $tu = $t * 1000;
+        my $base = $tat > $tu ? $tat : $tu;
+        my $want = $base + $iv - $tu <= $n * $iv ? 'allowed' : 'rate_limited';
         $tat = $base + $iv if $want eq 'allowed';
         $wrong++ if $got ne $want;
         push @acc, $t if $got eq 'allowed';
@@ -154,7 +163,7 @@ for my $plan ([ 'r3', 3, 1 ], [ 'slow', 3, 3600 ]) {
     my $viol = 0;
     for my $i (0 .. $#acc) {
         for my $j ($i + 1 .. $#acc) {
-            $viol++ if $j - $i + 1 > $n + int(($acc[$j] - $acc[$i]) / $iv);
+            $viol++ if $j - $i + 1 > $n + int(($acc[$j] - $acc[$i]) * 1000 / $iv);
         }
     }
     is($viol, 0, "$name: at most N + L/T calls in any interval L");

@@ -16,6 +16,7 @@
 -- between requests and printed with one string.format per group.
 return apimon_run(function()
 local now = apimon_now(ARGV[1])
+local nowu = now * 1000   -- GCRA runs in microseconds (core.lua)
 local n, nloc = #KEYS, tonumber(ARGV[2]) or -1
 if nloc < 0 or #ARGV ~= 2 + 6 * nloc + 2 * n then
   apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6 and 2 per key')
@@ -28,7 +29,7 @@ local SECS = { minute = '60', hour = '3600', day = '86400', week = '604800' }
 local QRE = '^(%a+):(%d+):(%d+):(%d+):(%d+)$'
 
 -- Subscriptions of the batch: sk -> g. g.raw holds hash fields as read
--- (false: absent), g.w the window states in use: rate { tat (ms or nil) },
+-- (false: absent), g.w the window states in use: rate { tat (us or nil) },
 -- quota { unit, stamp, s, e (period ms), used, old (state of another period,
 -- to archive), scope }; g.dirty lists the fields to write at the end.
 local G, order = {}, {}
@@ -221,17 +222,17 @@ local function check1(sk, digest, l)
 
   if g.pt then
     w1 = g.w['c:rate:plan'] or rate_state(g, 'c:rate:plan')
-    tat = w1.tat or now
-    if tat < now then tat = now end
+    tat = w1.tat or nowu
+    if tat < nowu then tat = nowu end
     new = tat + g.pt
-    d = new - now
+    d = new - nowu
     if d <= g.pcap then
       t1 = new
-      nums[1], nums[2] = floor((g.pcap - d) / g.pt), floor((d + 999) / 1000)
+      nums[1], nums[2] = floor((g.pcap - d) / g.pt), ceil_us(d)
     else
       rate_refused = true
-      retry = max(ceil_s(d - g.pcap), 1)
-      nums[1], nums[2] = floor((g.pcap - (tat - now)) / g.pt), ceil_s(tat - now)
+      retry = max(ceil_us(d - g.pcap), 1)
+      nums[1], nums[2] = floor((g.pcap - (tat - nowu)) / g.pt), ceil_us(tat - nowu)
     end
     k = 2
   end
@@ -250,18 +251,18 @@ local function check1(sk, digest, l)
   end
   if lr then
     w3 = g.w[crf] or rate_state(g, crf)
-    tat = w3.tat or now
-    if tat < now then tat = now end
+    tat = w3.tat or nowu
+    if tat < nowu then tat = nowu end
     new = tat + lt
-    d = new - now
+    d = new - nowu
     local lcap = l.lcap
     if d <= lcap then
       t3 = new
-      nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), floor((d + 999) / 1000)
+      nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), ceil_us(d)
     else
       rate_refused = true
-      retry = max(retry, ceil_s(d - lcap), 1)
-      nums[k + 1], nums[k + 2] = floor((lcap - (tat - now)) / lt), ceil_s(tat - now)
+      retry = max(retry, ceil_us(d - lcap), 1)
+      nums[k + 1], nums[k + 2] = floor((lcap - (tat - nowu)) / lt), ceil_us(tat - nowu)
     end
     k = k + 2
   end

@@ -106,14 +106,19 @@ local function ceil_s(ms) -- ms -> whole seconds, rounded up
   return idiv(ms + 999, 1000)
 end
 
--- GCRA with burst = n: at most n calls in any w seconds. The emission
--- interval t is rounded up to whole ms so the guarantee holds exactly;
--- cap = n * t. A call at now with stored theoretical arrival time tat
--- (none or past: now) passes when max(tat, now) + t - now <= cap, and then
--- stores that sum as the new tat (check.lua).
+-- GCRA with burst = n: at most n calls in any w seconds. Its state is in
+-- microseconds, so rates above 1000/s keep their exact interval; the
+-- emission interval t is rounded up to whole us so the guarantee holds
+-- exactly; cap = n * t. A call at now with stored theoretical arrival time
+-- tat (none or past: now) passes when max(tat, now) + t - now <= cap, and
+-- then stores that sum as the new tat (check.lua).
 local function gcra_params(n, w)
-  local t = idiv(w * 1000 + n - 1, n)
+  local t = idiv(w * 1000000 + n - 1, n)
   return t, n * t
+end
+
+local function ceil_us(us) -- us -> whole seconds, rounded up
+  return idiv(us + 999999, 1000000)
 end
 
 -- The subscription fields the request check needs, mirrored into one field

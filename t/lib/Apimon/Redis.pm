@@ -186,7 +186,7 @@ The count of one quota period (C<$scope> C<plan> or C<loc.E<lt>scopeE<gt>>): the
 C<c:quota:E<lt>scopeE<gt>> field of the subscription hash when it holds that
 period, else the archived key C<E<lt>sub_keyE<gt>:quota:E<lt>scopeE<gt>:E<lt>stampE<gt>>; undef when neither.
 
-=item $r->rate_tat($sub_key, $scope) - the stored GCRA TAT (ms) of a rate window, or undef
+=item $r->rate_tat($sub_key, $scope) - the stored GCRA TAT (microseconds) of a rate window, or undef
 
 =item catalog_fixture() - a small catalog JSON text (function)
 
