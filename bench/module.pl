@@ -60,6 +60,8 @@ for my $r (@rows) {
     printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
     printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
     printf "    ratio apimon/plain: %.2f\n", $apimon->{rps} / $plain->{rps};
+    printf "    WARNING: %d responses were not 2xx: the protected run measured refusals, not the check\n",
+        $apimon->{errors} if $apimon->{errors};
     printf "    redis: evalsha %s\n", $stats // '-';
     $best_plain  = $plain->{rps}  if $plain->{rps}  > $best_plain;
     $best_apimon = $apimon->{rps} if $apimon->{rps} > $best_apimon;
