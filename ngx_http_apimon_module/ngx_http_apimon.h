@@ -39,6 +39,11 @@ typedef enum {
 } ngx_http_apimon_result_e;
 
 
+/* per worker process state: the Redis connection, the checks to send */
+typedef struct ngx_http_apimon_redis_s    ngx_http_apimon_redis_t;
+typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
+
+
 /* http{}-level: one Redis server per worker process */
 typedef struct {
     ngx_str_t                  redis_addr;    /* "127.0.0.1:6379" text */
@@ -49,6 +54,10 @@ typedef struct {
     ngx_str_t                  redis_password; /* read from a file */
     ngx_msec_t                 connect_timeout;
     ngx_uint_t                 configured;    /* unsigned:1 */
+
+    /* made with the configuration, used by each worker after the fork */
+    ngx_http_apimon_redis_t   *redis;
+    ngx_http_apimon_batcher_t *batcher;
 } ngx_http_apimon_main_conf_t;
 
 
@@ -108,6 +117,7 @@ void ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call);
 /* NGX_OK while the connection is up and its scripts are loaded */
 ngx_int_t ngx_http_apimon_redis_ready(void);
 
+ngx_http_apimon_redis_t *ngx_http_apimon_redis_create(ngx_conf_t *cf);
 ngx_int_t ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_apimon_main_conf_t *amcf);
 void ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle);
@@ -206,7 +216,7 @@ typedef struct {
 ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
 ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
-void ngx_http_apimon_handler_exit(void);
+void ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf);
 
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);

@@ -44,14 +44,25 @@ struct ngx_http_apimon_batch_s {
 };
 
 
-typedef struct {
+/* the worker's checks waiting to be sent, and the scratch to send them */
+struct ngx_http_apimon_batcher_s {
+    ngx_int_t                      script;    /* index of "check" */
     ngx_queue_t                    pending;   /* ctx->queue */
     ngx_uint_t                     npending;
     ngx_uint_t                     inflight;  /* batches sent, reply due */
     ngx_event_t                    flush;     /* posted */
     ngx_connection_t               dummy;     /* event data (debug log) */
     unsigned                       initialized:1;
-} ngx_http_apimon_batcher_t;
+
+    /* not 10 KB of stack: the transport copies the arguments */
+    u_char                         nums[3 * NGX_HTTP_APIMON_BATCH_MAX
+                                        * NGX_INT_T_LEN];
+    const char                    *argv[NGX_HTTP_APIMON_BATCH_ARGS];
+    size_t                         argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
+    ngx_uint_t                     loc_of[NGX_HTTP_APIMON_BATCH_MAX];
+    ngx_http_apimon_ctx_t         *ctxs[NGX_HTTP_APIMON_BATCH_MAX];
+    ngx_http_apimon_loc_conf_t    *locs[NGX_HTTP_APIMON_BATCH_MAX];
+};
 
 
 static ngx_int_t ngx_http_apimon_decide(ngx_http_request_t *r,
@@ -62,6 +73,7 @@ static void ngx_http_apimon_cleanup(void *data);
 static ngx_int_t ngx_http_apimon_check(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *key);
+static ngx_http_apimon_batcher_t *ngx_http_apimon_batcher_get(void);
 static void ngx_http_apimon_batch_flush(ngx_event_t *ev);
 static void ngx_http_apimon_batch_send(ngx_uint_t n);
 static void ngx_http_apimon_batch_sent(void);
@@ -76,15 +88,13 @@ static ngx_int_t ngx_http_apimon_parse_reply(ngx_http_request_t *r,
 static ngx_int_t ngx_http_apimon_text_uint(ngx_str_t *s, ngx_uint_t *n);
 static ngx_int_t ngx_http_apimon_hide_header(ngx_http_request_t *r,
     ngx_str_t *name);
+static void ngx_http_apimon_repoint_header(ngx_http_request_t *r,
+    ngx_table_elt_t *from, ngx_table_elt_t *to);
 static ngx_int_t ngx_http_apimon_remove_header(ngx_http_request_t *r,
     ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_apimon_hide_arg(ngx_http_request_t *r,
     ngx_str_t *name);
 
-
-static ngx_int_t  ngx_http_apimon_check_script = NGX_ERROR;
-
-static ngx_http_apimon_batcher_t  ngx_http_apimon_batcher;
 
 
 static struct {
@@ -101,12 +111,38 @@ static struct {
 };
 
 
+/* the worker's batcher, kept with the http{} configuration */
+
+static ngx_http_apimon_batcher_t *
+ngx_http_apimon_batcher_get(void)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_apimon_module);
+
+    return amcf->batcher;
+}
+
+
 ngx_int_t
 ngx_http_apimon_handler_init(ngx_conf_t *cf)
 {
-    ngx_http_apimon_check_script = ngx_http_apimon_redis_script_index("check");
+    ngx_http_apimon_batcher_t    *bt;
+    ngx_http_apimon_main_conf_t  *amcf;
 
-    if (ngx_http_apimon_check_script == NGX_ERROR) {
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apimon_module);
+
+    bt = ngx_pcalloc(cf->pool, sizeof(ngx_http_apimon_batcher_t));
+    if (bt == NULL) {
+        return NGX_ERROR;
+    }
+
+    amcf->batcher = bt;
+
+    bt->script = ngx_http_apimon_redis_script_index("check");
+
+    if (bt->script == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "apimon: the \"check\" script is not compiled in");
         return NGX_ERROR;
@@ -295,11 +331,11 @@ ngx_http_apimon_create_ctx(ngx_http_request_t *r)
 
 
 void
-ngx_http_apimon_handler_exit(void)
+ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf)
 {
     ngx_http_apimon_batcher_t  *bt;
 
-    bt = &ngx_http_apimon_batcher;
+    bt = amcf->batcher;
 
     if (bt->initialized && bt->flush.posted) {
         ngx_delete_posted_event(&bt->flush);
@@ -318,7 +354,7 @@ ngx_http_apimon_cleanup(void *data)
 
     if (ctx->queued) {
         ngx_queue_remove(&ctx->queue);
-        ngx_http_apimon_batcher.npending--;
+        ngx_http_apimon_batcher_get()->npending--;
         ctx->queued = 0;
     }
 
@@ -347,7 +383,7 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     u_char                     *p;
     ngx_http_apimon_batcher_t  *bt;
 
-    bt = &ngx_http_apimon_batcher;
+    bt = ngx_http_apimon_batcher_get();
 
     if (!bt->initialized) {
         ngx_queue_init(&bt->pending);
@@ -397,7 +433,7 @@ ngx_http_apimon_batch_flush(ngx_event_t *ev)
     ngx_uint_t                  n;
     ngx_http_apimon_batcher_t  *bt;
 
-    bt = &ngx_http_apimon_batcher;
+    bt = ngx_http_apimon_batcher_get();
 
     while (bt->npending) {
         n = ngx_min(bt->npending, NGX_HTTP_APIMON_BATCH_MAX);
@@ -413,7 +449,7 @@ ngx_http_apimon_batch_sent(void)
 {
     ngx_http_apimon_batcher_t  *bt;
 
-    bt = &ngx_http_apimon_batcher;
+    bt = ngx_http_apimon_batcher_get();
 
     bt->inflight--;
 
@@ -434,18 +470,20 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
     ngx_http_apimon_ctx_t              *ctx;
     ngx_http_apimon_batch_t            *b;
     ngx_http_apimon_batcher_t          *bt;
-    ngx_http_apimon_loc_conf_t         *alcf;
+    ngx_http_apimon_loc_conf_t         *alcf, **locs;
+    u_char                             *nums;
+    const char                        **argv;
+    size_t                             *argvlen;
+    ngx_uint_t                         *loc_of;
+    ngx_http_apimon_ctx_t             **ctxs;
 
-    /* static, not 10 KB of stack: the transport copies the arguments */
-    static u_char                       nums[3 * NGX_HTTP_APIMON_BATCH_MAX
-                                             * NGX_INT_T_LEN];
-    static const char                  *argv[NGX_HTTP_APIMON_BATCH_ARGS];
-    static size_t                       argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
-    static ngx_uint_t                   loc_of[NGX_HTTP_APIMON_BATCH_MAX];
-    static ngx_http_apimon_ctx_t       *ctxs[NGX_HTTP_APIMON_BATCH_MAX];
-    static ngx_http_apimon_loc_conf_t  *locs[NGX_HTTP_APIMON_BATCH_MAX];
-
-    bt = &ngx_http_apimon_batcher;
+    bt = ngx_http_apimon_batcher_get();
+    nums = bt->nums;
+    argv = bt->argv;
+    argvlen = bt->argvlen;
+    loc_of = bt->loc_of;
+    ctxs = bt->ctxs;
+    locs = bt->locs;
 
     b = ngx_alloc(sizeof(ngx_http_apimon_batch_t)
                   + (n - 1) * sizeof(ngx_http_apimon_ctx_t *),
@@ -555,7 +593,7 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
                    "apimon: batch %p of %ui checks, %ui locations",
                    b, n, nloc);
 
-    b->call = ngx_http_apimon_redis_script(ngx_http_apimon_check_script,
+    b->call = ngx_http_apimon_redis_script(bt->script,
                                            (int) a, argv, argvlen,
                                            timeout, ngx_http_apimon_batch_done,
                                            b);
@@ -906,24 +944,27 @@ ngx_http_apimon_hide_header(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
-static ngx_int_t
-ngx_http_apimon_remove_header(ngx_http_request_t *r, ngx_list_part_t *part,
-    ngx_uint_t i)
+/*
+ * r->headers_in keeps pointers into the header list: the known headers (from
+ * "host" to "user") and the cookie and X-Forwarded-For arrays.  Those that
+ * point at "from" are made to point at "to", or forgotten when "to" is NULL.
+ */
+
+static void
+ngx_http_apimon_repoint_header(ngx_http_request_t *r, ngx_table_elt_t *from,
+    ngx_table_elt_t *to)
 {
-    ngx_uint_t         j, k, n;
-    ngx_list_part_t   *prev;
-    ngx_table_elt_t   *h, **p, **first, **last;
+    ngx_uint_t         k, n;
     ngx_array_t       *a[2];
+    ngx_table_elt_t  **p, **last;
 
-    h = part->elts;
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "apimon: hiding header \"%V\" from the upstream",
-                   &h[i].key);
-
-    /* the known-header pointers of r->headers_in, from "host" to "user" */
-    first = &r->headers_in.host;
     last = (ngx_table_elt_t **) &r->headers_in.user;
+
+    for (p = &r->headers_in.host; p < last; p++) {
+        if (*p == from) {
+            *p = to;
+        }
+    }
 
     a[0] = &r->headers_in.cookies;
 #if (NGX_HTTP_X_FORWARDED_FOR)
@@ -931,12 +972,6 @@ ngx_http_apimon_remove_header(ngx_http_request_t *r, ngx_list_part_t *part,
 #else
     a[1] = NULL;
 #endif
-
-    for (p = first; p < last; p++) {
-        if (*p == &h[i]) {
-            *p = NULL;
-        }
-    }
 
     for (k = 0; k < 2; k++) {
         if (a[k] == NULL || a[k]->elts == NULL) {
@@ -946,38 +981,44 @@ ngx_http_apimon_remove_header(ngx_http_request_t *r, ngx_list_part_t *part,
         p = a[k]->elts;
 
         for (n = 0; n < a[k]->nelts; n++) {
-            if (p[n] == &h[i]) {
-                /* cannot happen for a custom header; keep it consistent */
-                ngx_memmove(&p[n], &p[n + 1],
-                            (a[k]->nelts - n - 1) * sizeof(ngx_table_elt_t *));
-                a[k]->nelts--;
-                n--;
-            }
-        }
-    }
-
-    for (j = i + 1; j < part->nelts; j++) {
-        h[j - 1] = h[j];
-
-        for (p = first; p < last; p++) {
-            if (*p == &h[j]) {
-                *p = &h[j - 1];
-            }
-        }
-
-        for (k = 0; k < 2; k++) {
-            if (a[k] == NULL || a[k]->elts == NULL) {
+            if (p[n] != from) {
                 continue;
             }
 
-            p = a[k]->elts;
-
-            for (n = 0; n < a[k]->nelts; n++) {
-                if (p[n] == &h[j]) {
-                    p[n] = &h[j - 1];
-                }
+            if (to) {
+                p[n] = to;
+                continue;
             }
+
+            /* cannot happen for a custom header; keep it consistent */
+            ngx_memmove(&p[n], &p[n + 1],
+                        (a[k]->nelts - n - 1) * sizeof(ngx_table_elt_t *));
+            a[k]->nelts--;
+            n--;
         }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_apimon_remove_header(ngx_http_request_t *r, ngx_list_part_t *part,
+    ngx_uint_t i)
+{
+    ngx_uint_t         j;
+    ngx_list_part_t   *prev;
+    ngx_table_elt_t   *h;
+
+    h = part->elts;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "apimon: hiding header \"%V\" from the upstream",
+                   &h[i].key);
+
+    ngx_http_apimon_repoint_header(r, &h[i], NULL);
+
+    for (j = i + 1; j < part->nelts; j++) {
+        h[j - 1] = h[j];
+        ngx_http_apimon_repoint_header(r, &h[j], &h[j - 1]);
     }
 
     part->nelts--;

@@ -29,6 +29,8 @@ static ngx_int_t ngx_http_apimon_error_page(ngx_http_request_t *r,
 static ngx_int_t ngx_http_apimon_send_problem(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
 
+static ngx_int_t ngx_http_apimon_variable_set(ngx_http_variable_value_t *v,
+    u_char *data, size_t len);
 static ngx_int_t ngx_http_apimon_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_apimon_variable_result(ngx_http_request_t *r,
@@ -485,6 +487,27 @@ ngx_http_apimon_add_variables(ngx_conf_t *cf)
 }
 
 
+/* the values are per request: never cached across requests */
+
+static ngx_int_t
+ngx_http_apimon_variable_set(ngx_http_variable_value_t *v, u_char *data,
+    size_t len)
+{
+    if (len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = data;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_apimon_variable_str(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -501,18 +524,7 @@ ngx_http_apimon_variable_str(ngx_http_request_t *r,
 
     s = (ngx_str_t *) ((u_char *) ctx + data);
 
-    if (s->len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->len = s->len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = s->data;
-
-    return NGX_OK;
+    return ngx_http_apimon_variable_set(v, s->data, s->len);
 }
 
 
@@ -532,13 +544,7 @@ ngx_http_apimon_variable_result(ngx_http_request_t *r,
 
     s = ngx_http_apimon_result_name(ctx->result);
 
-    v->len = s->len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = s->data;
-
-    return NGX_OK;
+    return ngx_http_apimon_variable_set(v, s->data, s->len);
 }
 
 
@@ -583,11 +589,5 @@ ngx_http_apimon_variable_remaining(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%ui", min) - p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
+    return ngx_http_apimon_variable_set(v, p, ngx_sprintf(p, "%ui", min) - p);
 }

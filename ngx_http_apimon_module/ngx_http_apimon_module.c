@@ -177,11 +177,17 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *     amcf->redis_unix = { 0, NULL };
      *     amcf->redis_password = { 0, NULL };
      *     amcf->configured = 0;
+     *     amcf->batcher = NULL;       (made by postconfiguration)
      */
 
     amcf->redis_port = NGX_CONF_UNSET;
     amcf->redis_db = NGX_CONF_UNSET;
     amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+
+    amcf->redis = ngx_http_apimon_redis_create(cf);
+    if (amcf->redis == NULL) {
+        return NULL;
+    }
 
     return amcf;
 }
@@ -411,7 +417,11 @@ ngx_http_apimon_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_apimon_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_apimon_handler_exit();
+    if (ngx_get_conf(cycle->conf_ctx, ngx_http_module)) {
+        ngx_http_apimon_handler_exit(
+            ngx_http_cycle_get_module_main_conf(cycle, ngx_http_apimon_module));
+    }
+
     ngx_http_apimon_redis_exit_process(cycle);
     ngx_http_apimon_key_exit();
 }

@@ -60,7 +60,7 @@ struct ngx_http_apimon_redis_call_s {
 };
 
 
-typedef struct {
+struct ngx_http_apimon_redis_s {
     ngx_http_apimon_main_conf_t       *amcf;
     ngx_log_t                         *log;
     redisAsyncContext                 *ac;
@@ -82,9 +82,10 @@ typedef struct {
     unsigned                           initialized:1;
     unsigned                           exiting:1;
     unsigned                           flushing:1;
-} ngx_http_apimon_redis_t;
+};
 
 
+static ngx_http_apimon_redis_t *ngx_http_apimon_redis_get(void);
 static void ngx_http_apimon_redis_connect(void);
 static void ngx_http_apimon_redis_handshake(redisAsyncContext *ac);
 static void ngx_http_apimon_redis_handshake_reply(redisAsyncContext *ac,
@@ -99,6 +100,8 @@ static void ngx_http_apimon_redis_on_disconnect(const redisAsyncContext *ac,
 static void ngx_http_apimon_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_apimon_redis_reconnect(ngx_event_t *ev);
 
+static void ngx_http_apimon_redis_event(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t on);
 static void ngx_http_apimon_redis_add_read(void *privdata);
 static void ngx_http_apimon_redis_del_read(void *privdata);
 static void ngx_http_apimon_redis_add_write(void *privdata);
@@ -124,7 +127,6 @@ static void ngx_http_apimon_redis_free(ngx_http_apimon_redis_call_t *call);
 static void ngx_http_apimon_redis_fail_waiting(const char *err);
 
 
-static ngx_http_apimon_redis_t  ngx_http_apimon_redis;
 
 
 /* public interface */
@@ -201,10 +203,31 @@ ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call)
 }
 
 
+ngx_http_apimon_redis_t *
+ngx_http_apimon_redis_create(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_apimon_redis_t));
+}
+
+
+/* the worker's state, kept with the http{} configuration */
+
+static ngx_http_apimon_redis_t *
+ngx_http_apimon_redis_get(void)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_apimon_module);
+
+    return amcf->redis;
+}
+
+
 ngx_int_t
 ngx_http_apimon_redis_ready(void)
 {
-    return ngx_http_apimon_redis.state == NGX_HTTP_APIMON_REDIS_READY
+    return ngx_http_apimon_redis_get()->state == NGX_HTTP_APIMON_REDIS_READY
            ? NGX_OK : NGX_DECLINED;
 }
 
@@ -215,7 +238,12 @@ ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
 {
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    if (amcf == NULL) {
+        /* no http{} block */
+        return NGX_OK;
+    }
+
+    rs = amcf->redis;
 
     ngx_memzero(rs, sizeof(ngx_http_apimon_redis_t));
 
@@ -244,7 +272,7 @@ ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
 
     rs->initialized = 1;
 
-    if (amcf == NULL || !amcf->configured) {
+    if (!amcf->configured) {
         return NGX_OK;
     }
 
@@ -262,7 +290,11 @@ ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle)
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    if (ngx_get_conf(cycle->conf_ctx, ngx_http_module) == NULL) {
+        return;
+    }
+
+    rs = ngx_http_apimon_redis_get();
 
     if (!rs->initialized) {
         return;
@@ -333,7 +365,7 @@ ngx_http_apimon_redis_connect(void)
     ngx_http_apimon_redis_t      *rs;
     ngx_http_apimon_main_conf_t  *amcf;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     amcf = rs->amcf;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
@@ -411,7 +443,7 @@ ngx_http_apimon_redis_handshake(redisAsyncContext *ac)
     ngx_http_apimon_redis_t      *rs;
     ngx_http_apimon_main_conf_t  *amcf;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     amcf = rs->amcf;
 
     rs->handshake = 0;
@@ -489,7 +521,7 @@ ngx_http_apimon_redis_handshake_reply(redisAsyncContext *ac, void *r,
     const apimon_script_t    *script;
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     reply = r;
     what = (intptr_t) privdata;
 
@@ -546,7 +578,7 @@ ngx_http_apimon_redis_ready_state(void)
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (rs->connect_timer.timer_set) {
         ngx_del_timer(&rs->connect_timer);
@@ -592,7 +624,7 @@ ngx_http_apimon_redis_lost(ngx_uint_t failed)
 {
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     rs->ac = NULL;
     rs->state = NGX_HTTP_APIMON_REDIS_IDLE;
@@ -634,7 +666,7 @@ ngx_http_apimon_redis_drop(void)
     redisAsyncContext        *ac;
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     ac = rs->ac;
 
@@ -655,7 +687,7 @@ ngx_http_apimon_redis_on_connect(const redisAsyncContext *ac, int status)
 {
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (ac != rs->ac) {
         return;
@@ -683,7 +715,7 @@ ngx_http_apimon_redis_on_disconnect(const redisAsyncContext *ac, int status)
     ngx_uint_t                failed;
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (ac != rs->ac) {
         return;
@@ -707,7 +739,7 @@ ngx_http_apimon_redis_connect_timeout(ngx_event_t *ev)
 {
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (rs->state != NGX_HTTP_APIMON_REDIS_CONNECTING) {
         return;
@@ -726,7 +758,7 @@ ngx_http_apimon_redis_reconnect(ngx_event_t *ev)
 {
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (rs->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
         return;
@@ -742,22 +774,31 @@ ngx_http_apimon_redis_reconnect(ngx_event_t *ev)
 
 /* hiredis event hooks */
 
+/* hiredis asks for events idempotently: add or delete only on a change */
+
+static void
+ngx_http_apimon_redis_event(ngx_event_t *ev, ngx_int_t event, ngx_uint_t on)
+{
+    if (on && !ev->active) {
+        if (ngx_add_event(ev, event, NGX_LEVEL_EVENT) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                          "apimon: could not add the redis %s event",
+                          event == NGX_READ_EVENT ? "read" : "write");
+        }
+
+    } else if (!on && ev->active) {
+        (void) ngx_del_event(ev, event, 0);
+    }
+}
+
+
 static void
 ngx_http_apimon_redis_add_read(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (c == NULL) {
-        return;
-    }
-
-    if (!c->read->active) {
-        if (ngx_add_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "apimon: could not add the redis read event");
-        }
+    if (c != NULL) {
+        ngx_http_apimon_redis_event(c->read, NGX_READ_EVENT, 1);
     }
 }
 
@@ -767,12 +808,8 @@ ngx_http_apimon_redis_del_read(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (c == NULL) {
-        return;
-    }
-
-    if (c->read->active) {
-        (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
+    if (c != NULL) {
+        ngx_http_apimon_redis_event(c->read, NGX_READ_EVENT, 0);
     }
 }
 
@@ -796,7 +833,7 @@ ngx_http_apimon_redis_add_write(void *privdata)
         return;
     }
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     ac = c->data;
 
     if (!c->write->active
@@ -812,14 +849,7 @@ ngx_http_apimon_redis_add_write(void *privdata)
         return;
     }
 
-    if (!c->write->active) {
-        if (ngx_add_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT)
-            != NGX_OK)
-        {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "apimon: could not add the redis write event");
-        }
-    }
+    ngx_http_apimon_redis_event(c->write, NGX_WRITE_EVENT, 1);
 }
 
 
@@ -828,12 +858,8 @@ ngx_http_apimon_redis_del_write(void *privdata)
 {
     ngx_connection_t  *c = privdata;
 
-    if (c == NULL) {
-        return;
-    }
-
-    if (c->write->active) {
-        (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
+    if (c != NULL) {
+        ngx_http_apimon_redis_event(c->write, NGX_WRITE_EVENT, 0);
     }
 }
 
@@ -841,18 +867,20 @@ ngx_http_apimon_redis_del_write(void *privdata)
 static void
 ngx_http_apimon_redis_cleanup(void *privdata)
 {
-    ngx_connection_t   *c = privdata;
-    redisAsyncContext  *ac;
+    ngx_connection_t         *c = privdata;
+
+    redisAsyncContext        *ac;
+    ngx_http_apimon_redis_t  *rs;
 
     ac = c->data;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                    "apimon redis: close connection, fd:%d", c->fd);
 
-    if (ngx_http_apimon_redis.flush.posted
-        && ngx_http_apimon_redis.flush.data == c)
-    {
-        ngx_delete_posted_event(&ngx_http_apimon_redis.flush);
+    rs = ngx_http_apimon_redis_get();
+
+    if (rs->flush.posted && rs->flush.data == c) {
+        ngx_delete_posted_event(&rs->flush);
     }
 
     /* nginx closes the socket: keep hiredis from closing that fd again */
@@ -870,7 +898,7 @@ ngx_http_apimon_redis_flush(ngx_event_t *ev)
     redisAsyncContext        *ac;
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     ac = c->data;
 
     if (ac != rs->ac || c->write->active) {
@@ -915,7 +943,7 @@ ngx_http_apimon_redis_submit(ngx_int_t script, int argc, const char **argv,
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     extra = (script >= 0) ? 2 : 0;
     n = argc + extra;
@@ -1008,7 +1036,7 @@ ngx_http_apimon_redis_send(ngx_http_apimon_redis_call_t *call,
     const apimon_script_t    *script;
     ngx_http_apimon_redis_t  *rs;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     if (rs->ac == NULL || rs->state != NGX_HTTP_APIMON_REDIS_READY) {
         return NGX_ERROR;
@@ -1051,7 +1079,7 @@ ngx_http_apimon_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     call = privdata;
     reply = r;
 
@@ -1100,7 +1128,7 @@ ngx_http_apimon_redis_call_event(ngx_event_t *ev)
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
     call = (ngx_http_apimon_redis_call_t *)
                ((u_char *) ev - offsetof(ngx_http_apimon_redis_call_t, event));
 
@@ -1201,7 +1229,7 @@ ngx_http_apimon_redis_fail_waiting(const char *err)
     ngx_http_apimon_redis_t       *rs;
     ngx_http_apimon_redis_call_t  *call;
 
-    rs = &ngx_http_apimon_redis;
+    rs = ngx_http_apimon_redis_get();
 
     while (!ngx_queue_empty(&rs->waiting)) {
         q = ngx_queue_head(&rs->waiting);
