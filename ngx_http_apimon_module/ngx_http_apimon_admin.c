@@ -196,6 +196,15 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
     ctx->request = r;
     ngx_http_set_ctx(r, ctx, ngx_http_apimon_admin_module);
 
+    /*
+     * The not-modified filter would replace a 200 with its own 412 or 304
+     * when the request has If-Match, If-Unmodified-Since or If-None-Match:
+     * after the change was made, and with the only copy of a new key.
+     * Every answer here is the API's own.
+     */
+
+    r->disable_not_modified = 1;
+
     /* bad requests are answered at once; NGX_DONE: answered */
 
     op = NULL;
