@@ -486,7 +486,7 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
 static const char *const f_catalog[] = { "$schema", "products", "plans",
     NULL };
 static const char *const f_product[] = { "name", "displayName",
-    "description", "apis", NULL };
+    "description", "apis", "defaultPlan", NULL };
 static const char *const f_plan[] = { "name", "product", "displayName",
     "description", "approval", "rateLimit", "quota", "pricing", NULL };
 static const char *const f_rate[] = { "limit", "per", NULL };
@@ -529,6 +529,10 @@ static int
 read_product(const cJSON *obj, const char *path, apimon_product_t *pr,
     err_t *e)
 {
+    char          p[PATH_LEN];
+    int           rc;
+    const cJSON  *dp;
+
     if (check_members(obj, path, f_product, NULL, NULL, e) != 0
         || get_name(obj, "name", path, pr->name, e) != 0
         || dup_text(obj, "displayName", path, APIMON_DISPLAY_MAX,
@@ -536,6 +540,11 @@ read_product(const cJSON *obj, const char *path, apimon_product_t *pr,
         || dup_text(obj, "description", path, APIMON_DESC_MAX,
             &pr->description, e) != 0)
     {
+        return -1;
+    }
+    /* whose plan it is is checked once the plans are read */
+    dp = member(obj, "defaultPlan", path, 0, p, e, &rc);
+    if (dp != NULL && check_name(dp, p, pr->default_plan, e) != 0) {
         return -1;
     }
     return read_apis(obj, path, pr, e);
@@ -702,6 +711,33 @@ read_plans(const cJSON *root, apimon_catalog_t *cat, err_t *e)
     return 0;
 }
 
+/* a declared defaultPlan is one of the product's own plans */
+static int
+check_default_plans(const apimon_catalog_t *cat, err_t *e)
+{
+    const apimon_product_t  *pr;
+    const apimon_plan_t     *pl;
+    char                     p[PATH_LEN];
+    size_t                   i;
+
+    for (i = 0; i < cat->nproducts; i++) {
+        pr = &cat->products[i];
+        if (pr->default_plan[0] == '\0') {
+            continue;
+        }
+        snprintf(p, sizeof(p), "products[%zu].defaultPlan", i);
+        pl = apimon_catalog_plan(cat, pr->default_plan);
+        if (pl == NULL) {
+            return bad(e, p, "no plan named %s", pr->default_plan);
+        }
+        if (strcmp(pl->product, pr->name) != 0) {
+            return bad(e, p, "plan %s is a plan of product %s",
+                pl->name, pl->product);
+        }
+    }
+    return 0;
+}
+
 /* "invalid JSON at line L, column C" from the offset cJSON stopped at */
 static int
 json_error(const char *text, size_t len, const char *at, err_t *e)
@@ -774,7 +810,8 @@ apimon_catalog_parse(const char *text, size_t len, apimon_catalog_t *cat,
     }
     if (check_members(root, "", f_catalog, NULL, NULL, &e) == 0
         && read_products(root, cat, &e) == 0
-        && read_plans(root, cat, &e) == 0)
+        && read_plans(root, cat, &e) == 0
+        && check_default_plans(cat, &e) == 0)
     {
         rc = 0;
     }

@@ -26,6 +26,7 @@ typedef struct {
     char             *description;   /* never NULL: "" when absent */
     apimon_name_t    *apis;          /* napis >= 1, unique */
     size_t            napis;
+    apimon_name_t     default_plan;  /* one of its plans; "" = not declared */
 } apimon_product_t;
 
 typedef struct {

@@ -13,6 +13,7 @@
 
 #include "ngx_http_apimon_admin.h"
 
+#include <math.h>
 #include <openssl/crypto.h>
 
 
@@ -29,6 +30,10 @@ static ngx_int_t ngx_http_apimon_admin_route(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
 static ngx_int_t ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
+static ngx_int_t ngx_http_apimon_admin_members(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, u_char *text, u_char *last);
+static ngx_int_t ngx_http_apimon_admin_unknown(ngx_http_request_t *r,
+    char *name);
 
 static void ngx_http_apimon_admin_redis_done(redisReply *reply,
     const char *err, void *data);
@@ -109,38 +114,70 @@ ngx_module_t  ngx_http_apimon_admin_module = {
 };
 
 
+/*
+ * The members each body may have: any other one is refused by name, never
+ * ignored.  The owners' bodies are checked by owner_put, which knows the
+ * fields of each kind.
+ */
+
+static char  *ngx_http_apimon_admin_no_fields[] = { NULL };
+
+static char  *ngx_http_apimon_admin_purchase_fields[] = {
+    "apiproduct", "plan", "startTime", "endTime", NULL
+};
+
+
+#define NGX_HTTP_APIMON_ADMIN_NO_BODY_OP  NGX_HTTP_APIMON_ADMIN_NO_BODY, NULL
+#define NGX_HTTP_APIMON_ADMIN_NO_OP       { 0, NULL, NGX_HTTP_APIMON_ADMIN_NO_BODY_OP }
+
 /* indexed by ngx_http_apimon_admin_endpoint_e */
 static ngx_http_apimon_admin_endpoint_t  ngx_http_apimon_admin_endpoints[] = {
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_products, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_products,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_products, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_products,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("GET, POST"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_owners_list, 0 },
-        { NGX_HTTP_POST, ngx_http_apimon_admin_owner_create, 1 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_owners_list,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        { NGX_HTTP_POST, ngx_http_apimon_admin_owner_create,
+          NGX_HTTP_APIMON_ADMIN_BODY, NULL } } },
     { ngx_string("GET, PUT"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_owner_get, 0 },
-        { NGX_HTTP_PUT, ngx_http_apimon_admin_owner_update, 1 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_owner_get,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        { NGX_HTTP_PUT, ngx_http_apimon_admin_owner_update,
+          NGX_HTTP_APIMON_ADMIN_BODY, NULL } } },
     { ngx_string("GET, POST"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_subs_list, 0 },
-        { NGX_HTTP_POST, ngx_http_apimon_admin_sub_purchase, 1 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_subs_list,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        { NGX_HTTP_POST, ngx_http_apimon_admin_sub_purchase,
+          NGX_HTTP_APIMON_ADMIN_BODY,
+          ngx_http_apimon_admin_purchase_fields } } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_get, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_get,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("POST"),
-      { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_action, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_action,
+          NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL,
+          ngx_http_apimon_admin_no_fields },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_usage, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_usage,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("POST"),
-      { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_key, 0 },
-        { 0, NULL, 0 } } },
+      { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_key,
+          NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL,
+          ngx_http_apimon_admin_no_fields },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_audit, 0 },
-        { 0, NULL, 0 } } }
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_audit,
+          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+        NGX_HTTP_APIMON_ADMIN_NO_OP } }
 };
 
 
@@ -232,7 +269,7 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
                                              "(allowed: %V)",
                                              &r->method_name, &ep->allow);
 
-        } else if (op->body
+        } else if (op->body != NGX_HTTP_APIMON_ADMIN_NO_BODY
                    && r->headers_in.content_length_n > (off_t) alcf->body_max)
         {
             rc = ngx_http_apimon_admin_error(r,
@@ -250,9 +287,9 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
         return ngx_http_apimon_admin_final(ctx, rc);
     }
 
-    ctx->start = op->start;
+    ctx->op = op;
 
-    if (!op->body) {
+    if (op->body == NGX_HTTP_APIMON_ADMIN_NO_BODY) {
         rc = ngx_http_discard_request_body(r);
         if (rc != NGX_OK) {
             return rc;
@@ -306,7 +343,7 @@ ngx_http_apimon_admin_run(ngx_http_request_t *r,
 {
     ngx_int_t  rc;
 
-    rc = ctx->start(r, ctx);
+    rc = ctx->op->start(r, ctx);
 
     if (ctx->call) {
         /* a client that goes away ends the request (499): its pool
@@ -768,6 +805,10 @@ ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
     }
 
     if (size == 0) {
+        if (ctx->op->body == NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL) {
+            return NGX_OK;
+        }
+
         return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                      "request body: a JSON object is "
                                      "required");
@@ -828,7 +869,193 @@ ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
                                      "request body: must be a JSON object");
     }
 
+    return ngx_http_apimon_admin_members(r, ctx, text, p);
+}
+
+
+/*
+ * What cJSON lets through unsaid: it keeps strings as C strings, so an
+ * escaped NUL ("\u0000") silently cuts one short, and it takes raw control
+ * characters in strings.  Both are refused, naming the body's member that
+ * holds them (the text is well-formed JSON: cJSON parsed it).
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_strings(u_char *p, u_char *last, ngx_str_t *member)
+{
+    u_char      *start;
+    ngx_uint_t   depth, key, bad;
+
+    depth = 0;
+    key = 0;
+    ngx_str_null(member);
+
+    for ( /* void */ ; p < last; p++) {
+
+        switch (*p) {
+
+        case '{':
+            key = (++depth == 1);
+            continue;
+
+        case '[':
+            depth++;
+            continue;
+
+        case '}':
+        case ']':
+            depth--;
+            continue;
+
+        case ',':
+            key = (depth == 1);
+            continue;
+
+        case '"':
+            break;
+
+        default:
+            continue;
+        }
+
+        start = ++p;
+        bad = 0;
+
+        while (p < last && *p != '"') {
+            if (*p < 0x20) {
+                bad = 1;
+
+            } else if (*p == '\\' && last - p > 1) {
+                if (last - p > 5 && ngx_strncmp(p + 1, "u0000", 5) == 0) {
+                    bad = 1;
+                }
+
+                p++;
+            }
+
+            p++;
+        }
+
+        /* a member name: the top object's strings after "{" or "," */
+
+        if (key) {
+            member->data = start;
+            member->len = p - start;
+            key = 0;
+        }
+
+        if (bad) {
+            return NGX_ERROR;
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/* a number cJSON could not hold (1e999 reads as infinity) anywhere in it */
+
+static ngx_uint_t
+ngx_http_apimon_admin_finite(cJSON *item)
+{
+    cJSON  *c;
+
+    if (cJSON_IsNumber(item)) {
+        return isfinite(item->valuedouble);
+    }
+
+    for (c = item->child; c; c = c->next) {
+        if (!ngx_http_apimon_admin_finite(c)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Every member of a body is honoured or refused by name: those the
+ * endpoint does not take, repeated ones (cJSON would use the first, the
+ * scripts' JSON decoder the last), unreadable values.
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_members(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, u_char *text, u_char *last)
+{
+    char        **f;
+    size_t        len;
+    cJSON        *m, *o;
+    ngx_str_t     name;
+    ngx_uint_t    n;
+
+    if (ngx_http_apimon_admin_strings(text, last, &name) != NGX_OK) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "%*s: a string must not hold U+0000 "
+                                     "or an unescaped control character",
+                                     ngx_min(name.len, 64), name.data);
+    }
+
+    n = 0;
+
+    for (m = ctx->body->child; m; m = m->next) {
+
+        if (++n > NGX_HTTP_APIMON_ADMIN_MAX_MEMBERS) {
+            return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                         "request body: at most %d members",
+                                         NGX_HTTP_APIMON_ADMIN_MAX_MEMBERS);
+        }
+
+        len = ngx_min(ngx_strlen(m->string), 64);
+
+        for (o = ctx->body->child; o != m; o = o->next) {
+            if (ngx_strcmp(o->string, m->string) == 0) {
+                return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                                   "%*s: duplicate field",
+                                                   len, m->string);
+            }
+        }
+
+        if (!ngx_http_apimon_admin_finite(m)) {
+            return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                               "%*s: number out of range",
+                                               len, m->string);
+        }
+
+        if (ctx->op->fields == NULL) {
+            continue;
+        }
+
+        for (f = ctx->op->fields; *f; f++) {
+            if (ngx_strcmp(*f, m->string) == 0) {
+                break;
+            }
+        }
+
+        if (*f == NULL) {
+            return ngx_http_apimon_admin_unknown(r, m->string);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* the one wording of a member nobody takes */
+
+static ngx_int_t
+ngx_http_apimon_admin_unknown(ngx_http_request_t *r, char *name)
+{
+    if (ngx_strcmp(name, "attributes") == 0) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "attributes: not supported (custom "
+                                     "attributes are not stored yet)");
+    }
+
+    return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "%*s: unknown field",
+                                       ngx_min(ngx_strlen(name), 64), name);
 }
 
 
@@ -862,6 +1089,62 @@ ngx_http_apimon_admin_body_string(ngx_http_request_t *r,
 
     value->data = (u_char *) item->valuestring;
     value->len = ngx_strlen(item->valuestring);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A time member: ms since the epoch, a JSON integer or a string of digits
+ * (Apigee shows times as strings), as decimal digits in *value; NGX_DECLINED
+ * when absent.  Only its form is checked here, overflow included: its range
+ * is the script's (apimon_time_arg, lib.lua).
+ */
+
+ngx_int_t
+ngx_http_apimon_admin_body_time(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_str_t *value)
+{
+    off_t    ms;
+    cJSON   *item;
+    u_char  *p;
+
+    item = cJSON_GetObjectItemCaseSensitive(ctx->body, field);
+
+    if (item == NULL || cJSON_IsNull(item)) {
+        return NGX_DECLINED;
+    }
+
+    ms = NGX_ERROR;
+
+    if (cJSON_IsString(item)) {
+        ms = ngx_atoof((u_char *) item->valuestring,
+                       ngx_strlen(item->valuestring));
+
+    } else if (cJSON_IsNumber(item)
+               && item->valuedouble >= 0
+               && item->valuedouble < 9007199254740992.0   /* 2^53 */
+               && item->valuedouble == (double) (int64_t) item->valuedouble)
+    {
+        ms = (off_t) item->valuedouble;
+    }
+
+    /* 0 would mean "now" to the script */
+
+    if (ms <= 0) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "%s: must be milliseconds since the "
+                                     "epoch, a positive integer or a string "
+                                     "of digits", field);
+    }
+
+    value->data = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+    if (value->data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(value->data, "%O", ms);
+    value->len = p - value->data;
 
     return NGX_OK;
 }

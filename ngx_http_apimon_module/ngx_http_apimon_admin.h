@@ -23,6 +23,7 @@
 #define NGX_HTTP_APIMON_ADMIN_TOKEN_MIN     16
 #define NGX_HTTP_APIMON_ADMIN_TOKEN_FILE_MAX  65536
 #define NGX_HTTP_APIMON_ADMIN_USAGE_DAYS    400
+#define NGX_HTTP_APIMON_ADMIN_MAX_MEMBERS   64
 
 
 typedef struct {
@@ -53,6 +54,7 @@ typedef enum {
 
 
 typedef struct ngx_http_apimon_admin_ctx_s  ngx_http_apimon_admin_ctx_t;
+typedef struct ngx_http_apimon_admin_op_s   ngx_http_apimon_admin_op_t;
 
 typedef ngx_int_t (*ngx_http_apimon_admin_start_pt)(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
@@ -64,7 +66,7 @@ struct ngx_http_apimon_admin_ctx_s {
     ngx_http_request_t              *request;
     ngx_http_apimon_redis_call_t    *call;
     ngx_http_apimon_admin_reply_pt   reply;
-    ngx_http_apimon_admin_start_pt   start;
+    ngx_http_apimon_admin_op_t      *op;
 
     ngx_uint_t                       endpoint;
     ngx_str_t                        who;         /* the token's name */
@@ -74,7 +76,7 @@ struct ngx_http_apimon_admin_ctx_s {
     ngx_str_t                        name;        /* product or sub id */
     ngx_str_t                        action;      /* expire, primary, ... */
 
-    cJSON                           *body;
+    cJSON                           *body;        /* NULL: none sent */
     ngx_uint_t                       status;      /* of a success */
     ngx_int_t                        rc;          /* of sending an error */
 
@@ -88,11 +90,21 @@ struct ngx_http_apimon_admin_ctx_s {
 };
 
 
-typedef struct {
+typedef enum {
+    NGX_HTTP_APIMON_ADMIN_NO_BODY = 0,       /* discarded */
+    NGX_HTTP_APIMON_ADMIN_BODY,              /* a JSON object, required */
+    NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL      /* none, or a JSON object */
+} ngx_http_apimon_admin_body_e;
+
+
+struct ngx_http_apimon_admin_op_s {
     ngx_uint_t                       method;
     ngx_http_apimon_admin_start_pt   start;
-    ngx_uint_t                       body;        /* reads a JSON body */
-} ngx_http_apimon_admin_op_t;
+    ngx_http_apimon_admin_body_e     body;
+    char                           **fields;      /* the members it takes;
+                                                     NULL: its script
+                                                     checks them */
+};
 
 
 typedef struct {
@@ -139,6 +151,8 @@ ngx_uint_t ngx_http_apimon_admin_valid_uuid(u_char *p, size_t len);
 ngx_int_t ngx_http_apimon_admin_body_string(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_uint_t required,
     ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_body_time(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_header(ngx_http_request_t *r, char *key,
     ngx_str_t *v);
 ngx_int_t ngx_http_apimon_admin_location(ngx_http_request_t *r,

@@ -137,12 +137,15 @@ ngx_http_apimon_admin_products(ngx_http_request_t *r,
 }
 
 
-/* a catalog product with its plans */
+/*
+ * A catalog product with its plans, and the plan a purchase naming only the
+ * product gets (defaultPlan: declared, or the only plan).
+ */
 
 static cJSON *
 ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
 {
-    cJSON  *out, *list, *plan, *owner, *name;
+    cJSON  *out, *list, *plan, *owner, *name, *only;
 
     out = cJSON_Duplicate(product, 1);
     if (out == NULL) {
@@ -156,6 +159,7 @@ ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
     }
 
     name = cJSON_GetObjectItemCaseSensitive(product, "name");
+    only = NULL;
 
     cJSON_ArrayForEach(plan, plans) {
         owner = cJSON_GetObjectItemCaseSensitive(plan, "product");
@@ -164,6 +168,17 @@ ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
             && ngx_strcmp(owner->valuestring, name->valuestring) == 0)
         {
             cJSON_AddItemToArray(list, cJSON_Duplicate(plan, 1));
+            only = plan;
+        }
+    }
+
+    if (cJSON_GetArraySize(list) == 1
+        && !cJSON_HasObjectItem(product, "defaultPlan"))
+    {
+        name = cJSON_GetObjectItemCaseSensitive(only, "name");
+
+        if (cJSON_IsString(name)) {
+            cJSON_AddStringToObject(out, "defaultPlan", name->valuestring);
         }
     }
 
@@ -587,14 +602,18 @@ ngx_http_apimon_admin_new_key(ngx_http_request_t *r,
 }
 
 
+/*
+ * The purchase: apiproduct, and plan unless the product has a default one
+ * (subscription_create resolves it); startTime (absent: now) and endTime
+ * (absent: open-ended), whose ranges the script checks.
+ */
+
 ngx_int_t
 ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
-    u_char     *p;
-    cJSON      *start;
     ngx_int_t   rc;
-    ngx_str_t   key, args[11];
+    ngx_str_t   key, args[12];
 
     rc = ngx_http_apimon_admin_body_string(r, ctx, "apiproduct", 1, &args[3]);
     if (rc != NGX_OK) {
@@ -606,53 +625,35 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
                                "apiproduct: must match ^[A-Za-z0-9._-]{1,64}$");
     }
 
-    rc = ngx_http_apimon_admin_body_string(r, ctx, "plan", 1, &args[4]);
-    if (rc != NGX_OK) {
-        return rc;
-    }
+    rc = ngx_http_apimon_admin_body_string(r, ctx, "plan", 0, &args[4]);
 
-    if (!ngx_http_apimon_admin_valid_name(args[4].data, args[4].len)) {
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&args[4], "");
+
+    } else if (rc != NGX_OK) {
+        return rc;
+
+    } else if (!ngx_http_apimon_admin_valid_name(args[4].data, args[4].len)) {
         return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                      "plan: must match ^[A-Za-z0-9._-]{1,64}$");
     }
 
-    /* startTime: ms since the epoch, a string (as Apigee shows it) or a
-     * number; absent means now */
+    rc = ngx_http_apimon_admin_body_time(r, ctx, "startTime", &args[8]);
 
-    ngx_str_set(&args[8], "0");
-    start = cJSON_GetObjectItemCaseSensitive(ctx->body, "startTime");
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&args[8], "0");
 
-    if (cJSON_IsString(start)) {
-        args[8].data = (u_char *) start->valuestring;
-        args[8].len = ngx_strlen(start->valuestring);
+    } else if (rc != NGX_OK) {
+        return rc;
+    }
 
-        if (ngx_atoof(args[8].data, args[8].len) <= 0) {
-            return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "startTime: must be milliseconds "
-                                         "since the epoch");
-        }
+    rc = ngx_http_apimon_admin_body_time(r, ctx, "endTime", &args[9]);
 
-    } else if (cJSON_IsNumber(start)) {
-        if (start->valuedouble < 1 || start->valuedouble > 1e15
-            || start->valuedouble != (double) (int64_t) start->valuedouble)
-        {
-            return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
-                                         "startTime: must be milliseconds "
-                                         "since the epoch");
-        }
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&args[9], "0");
 
-        args[8].data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (args[8].data == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        p = ngx_sprintf(args[8].data, "%L", (int64_t) start->valuedouble);
-        args[8].len = p - args[8].data;
-
-    } else if (start != NULL && !cJSON_IsNull(start)) {
-        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
-                                           "startTime: must be a string of "
-                                           "milliseconds since the epoch");
+    } else if (rc != NGX_OK) {
+        return rc;
     }
 
     if (ngx_http_apimon_uuid(ctx->sub_id, r->connection->log) != NGX_OK) {
@@ -673,13 +674,13 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
     args[1] = ctx->kind;
     args[2] = ctx->owner;
     ngx_str_set(&args[7], "0");
-    ngx_http_apimon_admin_client(r, &args[9], &args[10]);
+    ngx_http_apimon_admin_client(r, &args[10], &args[11]);
 
     ctx->status = NGX_HTTP_CREATED;
 
     return ngx_http_apimon_admin_script(r, ctx,
                                         NGX_HTTP_APIMON_ADMIN_SUB_CREATE_SCRIPT,
-                                        &key, args, 11,
+                                        &key, args, 12,
                                         ngx_http_apimon_admin_sub_reply);
 }
 

@@ -27,7 +27,7 @@ is_deeply(smembers('apimon:products'), [ 'maps', 'weather' ], 'products set');
 is_deeply(smembers('apimon:plans'), [ 'maps-basic', 'weather-bronze', 'weather-free', 'weather-gold' ], 'plans set');
 is_deeply({ @{ $r->cmd('HGETALL', 'apimon:product:weather') } },
           { name => 'weather', displayName => 'Weather API', description => 'Forecasts and history',
-            apis => ',forecast,history,' }, 'product hash');
+            apis => ',forecast,history,', defaultPlan => '', nplans => 3 }, 'product hash');
 my %plan = @{ $r->cmd('HGETALL', 'apimon:plan:weather-bronze') };
 is_deeply($J->decode(delete $plan{pricing}), { model => 'flat', currency => 'usd', amount => 2900 }, 'plan pricing JSON');
 is_deeply($J->decode(delete $plan{json}), $fixture->{plans}[1], 'plan json is the whole object');

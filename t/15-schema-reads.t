@@ -82,7 +82,7 @@ is(audit()->[-1]{action}, 'developer.customer', 'developer.customer');
 my $id = Apimon::Redis::new_uuid();
 my $k = Apimon::Redis::new_key($id);
 $r->run_script('subscription_create', [ Apimon::Redis::sub_key($id) ],
-    [ $id, 'developer', 'ann@example.com', 'weather', 'weather-gold', Apimon::Redis::key_digest($k), '', $T, 0, 'admin', 'a' ]);
+    [ $id, 'developer', 'ann@example.com', 'weather', 'weather-gold', Apimon::Redis::key_digest($k), '', $T, 0, 0, 'admin', 'a' ]);
 $e = audit()->[-1];
 is_deeply([ @$e{qw(action target before)} ], [ 'subscription.create', $id, 'null' ], 'subscription.create');
 $r->run_script('subscription_state', [ Apimon::Redis::sub_key($id) ], [ 'activate', $T + 3, '', '', 'admin', 'a' ]);

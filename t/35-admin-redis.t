@@ -46,7 +46,8 @@ $r->kill_stop;
 my @socks;
 for my $path ('/developers', '/developers/ann@example.com/subscriptions', '/developers/ann@example.com') {
     my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $n->http_port) or die $!;
-    my $body = '{"email": "carl@example.com", "apiproduct": "weather", "plan": "weather-free"}';
+    my $body = $path =~ /subscriptions$/ ? '{"apiproduct": "weather", "plan": "weather-free"}'
+                                         : '{"email": "carl@example.com"}';
     my $method = $path =~ /ann\@example.com$/ ? 'GET' : 'POST';
     print $s "$method $Apimon::Admin::ORG_BASE$path HTTP/1.1\r\nHost: x\r\n"
            . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nContent-Length: " . length($body) . "\r\n\r\n$body";

@@ -43,11 +43,14 @@ for i, p in ipairs(list(doc.products, 'products')) do
     if seen[a] then bad(path .. '.apis[' .. (j - 1) .. ']', 'duplicate api ' .. a) end
     seen[a] = true
   end
+  local dp = opt_string(p.defaultPlan, path .. '.defaultPlan')
+  if dp ~= '' and not valid_name(dp) then bad(path .. '.defaultPlan', 'must match ^[A-Za-z0-9._-]{1,64}$') end
   products[p.name] = {
-    name = p.name,
+    name = p.name, path = path,
     displayName = opt_string(p.displayName, path .. '.displayName'),
     description = opt_string(p.description, path .. '.description'),
     apis = ',' .. table.concat(p.apis, ',') .. (#p.apis > 0 and ',' or ''),
+    defaultPlan = dp, nplans = 0,
   }
 end
 
@@ -100,6 +103,27 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
   }
 end
 
+-- The plan a purchase naming only the product gets: the declared
+-- defaultPlan, one of the product's own, else the product's only plan.
+for name, pr in pairs(products) do
+  if pr.defaultPlan ~= '' then
+    local d = plans[pr.defaultPlan]
+    if not d then bad(pr.path .. '.defaultPlan', 'no such plan in this catalog: ' .. pr.defaultPlan) end
+    if d.product ~= name then
+      bad(pr.path .. '.defaultPlan', 'plan ' .. pr.defaultPlan .. ' is a plan of product ' .. d.product)
+    end
+  end
+end
+local only = {}
+for name, p in pairs(plans) do
+  local pr = products[p.product]
+  pr.nplans = pr.nplans + 1
+  only[p.product] = name
+end
+for name, pr in pairs(products) do
+  if pr.defaultPlan == '' and pr.nplans == 1 then pr.defaultPlan = only[name] end
+end
+
 -- Conflicts: in-use plans must survive with the same product; products
 -- follow from that (a used plan needs its product in the document).
 local old_plans = redis.call('SMEMBERS', 'apimon:plans')
@@ -139,7 +163,8 @@ end
 for name, p in pairs(products) do
   local k = 'apimon:product:' .. name
   redis.call('DEL', k)
-  redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis)
+  redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis,
+    'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans))
   redis.call('SADD', 'apimon:products', name)
 end
 for name, p in pairs(plans) do

@@ -37,6 +37,19 @@ local function valid_digest(s)
   return type(s) == 'string' and #s == 64 and s:match('^[0-9a-f]+$') ~= nil
 end
 
+-- The times a client may give (startTime, endTime): ms from 2000-01-01 to
+-- 9999-12-31T23:59:59.999Z, UTC. Bounded, so that every reader (the check,
+-- the billing agent, a client) can hold and print them exactly.
+local TIME_MIN, TIME_MAX = 946684800000, 253402300799999
+local function apimon_time_arg(arg, name)
+  local n = tonumber(arg)
+  if n == nil or n ~= floor(n) or n < TIME_MIN or n > TIME_MAX then
+    apimon_err('bad_request', name .. ': must be milliseconds since the epoch from ' .. fmt(TIME_MIN) ..
+      ' (2000-01-01) to ' .. fmt(TIME_MAX) .. ' (9999-12-31T23:59:59.999Z)')
+  end
+  return n
+end
+
 -- HGETALL reply -> table
 local function hash_table(flat)
   local t = {}

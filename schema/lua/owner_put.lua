@@ -27,6 +27,8 @@ for k, v in pairs(body) do
     if v ~= id then apimon_err('bad_request', k .. ': cannot be changed') end
   elseif k == 'createdAt' or k == 'lastModifiedAt' then
     -- read-only; ignored so a fetched record can be sent back
+  elseif k == 'attributes' then
+    apimon_err('bad_request', 'attributes: not supported (custom attributes are not stored yet)')
   elseif not allowed[k] then
     apimon_err('bad_request', tostring(k) .. ': unknown field')
   elseif v == cjson.null then

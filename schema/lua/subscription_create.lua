@@ -1,12 +1,18 @@
--- subscription_create: buy a plan for an owner; mirrors the plan limits and
--- the product's APIs into the subscription hash and indexes it.
+-- subscription_create: buy a plan for an owner (an empty plan: the
+-- product's default plan); mirrors the plan limits and the product's APIs
+-- into the subscription hash and indexes it. startTime 0 = now, endTime 0 =
+-- open-ended.
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
-local id, kind, owner, product, plan, kp, ks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or '', ARGV[7] or ''
+local id, kind, owner, product, plan, kp, ks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
 local now = apimon_now(ARGV[8])
-local start = now
-if (ARGV[9] or '0') ~= '0' then start = apimon_now(ARGV[9]) end
+local start, stop = now, 0
+if (ARGV[9] or '0') ~= '0' then start = apimon_time_arg(ARGV[9], 'startTime') end
+if (ARGV[10] or '0') ~= '0' then
+  stop = apimon_time_arg(ARGV[10], 'endTime')
+  if stop <= start then apimon_err('bad_request', 'endTime: must be after startTime (' .. fmt(start) .. ')') end
+end
 
 if not valid_uuid(id) then apimon_err('bad_request', 'id: not a lowercase UUID') end
 if sub_id_of(sk) ~= id then apimon_err('bad_request', 'key does not match id') end
@@ -17,21 +23,29 @@ if redis.call('EXISTS', sk) == 1 then apimon_err('conflict', 'subscription ' .. 
 if not valid_owner(kind, owner) or redis.call('EXISTS', 'apimon:' .. kind .. ':' .. owner) == 0 then
   apimon_err('not_found', 'no such ' .. kind .. ' ' .. owner)
 end
-local apis = redis.call('HGET', 'apimon:product:' .. product, 'apis')
+local prod = redis.call('HMGET', 'apimon:product:' .. product, 'apis', 'defaultPlan', 'nplans')
+local apis = prod[1]
 if not apis then apimon_err('not_found', 'no such product ' .. product) end
+if plan == '' then
+  plan = prod[2] or ''
+  if plan == '' then
+    apimon_err('bad_request', 'plan: is required: product ' .. product .. ' has ' .. (prod[3] or '0') ..
+      ' plans and no defaultPlan')
+  end
+end
 local p = redis.call('HMGET', 'apimon:plan:' .. plan, 'product', 'approval', 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
 if not p[1] then apimon_err('not_found', 'no such plan ' .. plan) end
 if p[1] ~= product then apimon_err('bad_request', 'plan ' .. plan .. ' is not a plan of product ' .. product) end
 
 local state = p[2] == 'manual' and 'submitted' or 'active'
 redis.call('HSET', sk, 'id', id, 'owner_kind', kind, 'owner', owner, 'product', product, 'plan', plan,
-  'state', state, 'startTime', fmt(start), 'endTime', '0', 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
+  'state', state, 'startTime', fmt(start), 'endTime', fmt(stop), 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
   'kp', kp, 'ks', ks, 'apis', apis, 'rate_n', p[3], 'rate_w', p[4], 'quota_n', p[5], 'quota_unit', p[6])
 sub_policy_sync(sk)
 redis.call('SADD', 'apimon:subs', id)
 redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
 redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
-apimon_audit(ARGV[10], ARGV[11], now, 'subscription.create', id, nil, after)
+apimon_audit(ARGV[11], ARGV[12], now, 'subscription.create', id, nil, after)
 return cjson.encode(after)
 end)
