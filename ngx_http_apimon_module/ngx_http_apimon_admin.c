@@ -127,57 +127,46 @@ static char  *ngx_http_apimon_admin_purchase_fields[] = {
 };
 
 
-#define NGX_HTTP_APIMON_ADMIN_NO_BODY_OP  NGX_HTTP_APIMON_ADMIN_NO_BODY, NULL
-#define NGX_HTTP_APIMON_ADMIN_NO_OP       { 0, NULL, NGX_HTTP_APIMON_ADMIN_NO_BODY_OP }
-
 /* indexed by ngx_http_apimon_admin_endpoint_e */
 static ngx_http_apimon_admin_endpoint_t  ngx_http_apimon_admin_endpoints[] = {
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_products,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_products, 0, NULL },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_products,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_products, 0, NULL },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("GET, POST"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_owners_list,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_owners_list, 0, NULL },
         { NGX_HTTP_POST, ngx_http_apimon_admin_owner_create,
           NGX_HTTP_APIMON_ADMIN_BODY, NULL } } },
     { ngx_string("GET, PUT"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_owner_get,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_owner_get, 0, NULL },
         { NGX_HTTP_PUT, ngx_http_apimon_admin_owner_update,
           NGX_HTTP_APIMON_ADMIN_BODY, NULL } } },
     { ngx_string("GET, POST"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_subs_list,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_subs_list, 0, NULL },
         { NGX_HTTP_POST, ngx_http_apimon_admin_sub_purchase,
           NGX_HTTP_APIMON_ADMIN_BODY,
           ngx_http_apimon_admin_purchase_fields } } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_get,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_get, 0, NULL },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("POST"),
       { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_action,
           NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL,
           ngx_http_apimon_admin_no_fields },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_usage,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_sub_usage, 0, NULL },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("POST"),
       { { NGX_HTTP_POST, ngx_http_apimon_admin_sub_key,
           NGX_HTTP_APIMON_ADMIN_BODY_OPTIONAL,
           ngx_http_apimon_admin_no_fields },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } },
+        { 0, NULL, 0, NULL } } },
     { ngx_string("GET"),
-      { { NGX_HTTP_GET, ngx_http_apimon_admin_audit,
-          NGX_HTTP_APIMON_ADMIN_NO_BODY_OP },
-        NGX_HTTP_APIMON_ADMIN_NO_OP } }
+      { { NGX_HTTP_GET, ngx_http_apimon_admin_audit, 0, NULL },
+        { 0, NULL, 0, NULL } } }
 };
 
 
