@@ -34,10 +34,18 @@
 #define BILL_MD_KEY_MAX      40     /* Stripe metadata limits */
 #define BILL_MD_VALUE_MAX    500
 
+/* bill_report rows that are no priced line */
+#define BILL_ROW_AFTER_END   -1     /* usage outside the term (not billed) */
+#define BILL_ROW_SUB         -2     /* the subscription was not priced */
+
+/* the times a subscription may hold: ms up to 9999-12-31T23:59:59.999Z */
+#define BILL_TIME_MAX        253402300799999LL
+
 
 typedef struct {
     apimon_pricing_t  pr;
     int               ok;
+    char              label[APIMON_DISPLAY_MAX + APIMON_NAME_MAX + 4];
     char              err[APIMON_CATALOG_ERRLEN];
 } bill_plan_t;
 
@@ -54,6 +62,8 @@ typedef struct {
     const char       *customer;     /* "" = no customer mapped */
     const bill_plan_t *bp;
     int               nlines;
+    char              why[APIMON_PRICE_ERRLEN + APIMON_NAME_MAX + 8];
+                                    /* set: not priced, and why */
     apimon_line_t     lines[APIMON_MAX_LINES];
     ledger_entry_t    led[APIMON_MAX_LINES];
 } bill_sub_t;
@@ -159,6 +169,32 @@ bill_period(bill_t *b, char *err, size_t errlen)
 
 /* ----------------------------------------------------------------- plans */
 
+/*
+ * What starts each line's description, the text the end customer reads:
+ * "Bronze (weather-bronze)", or the plan id alone without a display name.
+ */
+static void
+bill_plan_label(bill_plan_t *bp, const char *name, const redisReply *r)
+{
+    const redisReply  *d = NULL;
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[1]->type == REDIS_REPLY_STRING
+        && r->element[1]->len > 0)
+    {
+        d = r->element[1];
+    }
+    if (d) {
+        snprintf(bp->label, sizeof(bp->label), "%.*s (%s)",
+                 (int) (d->len < APIMON_DISPLAY_MAX ? d->len
+                                                    : APIMON_DISPLAY_MAX),
+                 d->str, name);
+    } else {
+        snprintf(bp->label, sizeof(bp->label), "%s", name);
+    }
+}
+
+
 static int
 bill_load_plans(bill_t *b, char *err, size_t errlen)
 {
@@ -193,7 +229,7 @@ bill_load_plans(bill_t *b, char *err, size_t errlen)
     }
 
     for (i = 0; i < names->elements; i++) {
-        redisAppendCommand(b->c, "HGET apimon:plan:%s pricing",
+        redisAppendCommand(b->c, "HMGET apimon:plan:%s pricing displayName",
                            names->element[i]->str);
     }
     for (i = 0; i < names->elements; i++) {
@@ -203,10 +239,13 @@ bill_load_plans(bill_t *b, char *err, size_t errlen)
             return -1;
         }
         bp = xcalloc(1, sizeof(*bp));
-        if (pr->type != REDIS_REPLY_STRING) {
+        bill_plan_label(bp, names->element[i]->str, pr);
+        if (pr->type != REDIS_REPLY_ARRAY || pr->elements != 2
+            || pr->element[0]->type != REDIS_REPLY_STRING)
+        {
             snprintf(bp->err, sizeof(bp->err), "plan has no pricing");
-        } else if (apimon_pricing_parse(pr->str, &bp->pr, bp->err,
-                                        sizeof(bp->err)) == 0)
+        } else if (apimon_pricing_parse(pr->element[0]->str, &bp->pr,
+                                        bp->err, sizeof(bp->err)) == 0)
         {
             bp->ok = 1;
         }
@@ -326,15 +365,35 @@ reply_dup(const redisReply *r)
 }
 
 
-static int64_t
-reply_i64(const redisReply *r)
+/*
+ * One of the subscription's times, exactly as stored: decimal ms from 0 to
+ * 9999-12-31T23:59:59.999Z (endTime 0 = open-ended).  Anything else (19
+ * digits, a sign, a float, text) is unreadable: the reason goes to s->why
+ * and the subscription is not priced, rather than priced from a 0.
+ */
+static void
+sub_time(bill_sub_t *s, const redisReply *r, const char *name, int64_t *out)
 {
-    int64_t  v = 0;
+    int64_t  v;
 
-    if (r && r->type == REDIS_REPLY_STRING) {
-        agent_parse_i64(r->str, r->len, &v);
+    *out = 0;
+    if (s->why[0]) {
+        return;
     }
-    return v;
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        snprintf(s->why, sizeof(s->why), "%s is missing", name);
+        return;
+    }
+    if (agent_parse_i64(r->str, r->len, &v) != 0 || v < 0
+        || v > BILL_TIME_MAX)
+    {
+        snprintf(s->why, sizeof(s->why), "%s \"%.*s\" is not a time in ms "
+                 "from 0 to %lld (9999-12-31T23:59:59.999Z)", name,
+                 (int) (r->len < 40 ? r->len : 40), r->str,
+                 BILL_TIME_MAX);
+        return;
+    }
+    *out = v;
 }
 
 
@@ -423,8 +482,9 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             subs[i].owner = reply_dup(r->element[1]);
             subs[i].plan = reply_dup(r->element[2]);
             subs[i].state = reply_dup(r->element[3]);
-            subs[i].start_ms = reply_i64(r->element[4]);
-            subs[i].end_ms = reply_i64(r->element[5]);
+            sub_time(&subs[i], r->element[4], "startTime",
+                     &subs[i].start_ms);
+            sub_time(&subs[i], r->element[5], "endTime", &subs[i].end_ms);
         }
         freeReplyObject(r);
 
@@ -500,19 +560,25 @@ bill_read_owners(bill_t *b, bill_sub_t *subs, size_t n)
 static void
 bill_price(bill_t *b, bill_sub_t *s)
 {
-    int  nl;
+    char  why[APIMON_PRICE_ERRLEN];
+    int   nl;
 
     s->nlines = 0;
     s->bp = s->plan ? amap_get(&b->plans, s->plan) : NULL;
-    if (s->bp == NULL || !s->bp->ok) {
+    if (s->bp == NULL || !s->bp->ok || s->why[0]) {
         return;
     }
     if (apimon_active_days(&b->p, s->start_ms, s->end_ms) == 0) {
         return;
     }
-    nl = apimon_price(&s->bp->pr, &b->p, s->start_ms, s->end_ms, s->calls,
-                      s->plan, s->lines, APIMON_MAX_LINES);
+    nl = apimon_price_why(&s->bp->pr, &b->p, s->start_ms, s->end_ms,
+                          s->calls, s->bp->label, s->lines, APIMON_MAX_LINES,
+                          why, sizeof(why));
     s->nlines = nl < 0 ? -1 : nl;
+    if (nl < 0) {
+        snprintf(s->why, sizeof(s->why), "plan %.*s: %s", APIMON_NAME_MAX,
+                 s->plan, why);
+    }
 }
 
 
@@ -703,9 +769,11 @@ bill_report(bill_t *b, const bill_sub_t *s, int i, const char *customer,
             form_get(e->body, "currency", cur, sizeof(cur));
             row.currency = cur;
         }
-    } else {
+    } else if (i == BILL_ROW_AFTER_END) {
         row.line = "after_end";
         row.quantity = s->unbilled;
+    } else {
+        row.line = "subscription";       /* the whole subscription */
     }
 
     report_row(&b->rep, &row);
@@ -1298,24 +1366,29 @@ bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body)
 
     b->nsubs++;
 
+    if (s->why[0] == '\0') {
+        if (s->bp == NULL) {
+            snprintf(s->why, sizeof(s->why), "plan %.*s is not in the "
+                     "catalog", APIMON_NAME_MAX, s->plan ? s->plan : "(none)");
+        } else if (!s->bp->ok) {
+            snprintf(s->why, sizeof(s->why), "plan %.*s: %s",
+                     APIMON_NAME_MAX, s->plan, s->bp->err);
+        }
+    }
+    if (s->why[0]) {
+        /* a reason is set exactly when the subscription was not priced */
+        b->nfailed++;
+        agent_err("subscription %s: not priced: %s", s->id, s->why);
+        bill_report(b, s, BILL_ROW_SUB, s->customer, "failed", NULL, s->why);
+        return;
+    }
+
     if (s->unbilled > 0) {
         b->nnotbilled++;
         agent_log("subscription %s: %" PRId64 " calls outside its term in "
                   "%s are not billed", s->id, s->unbilled, b->ptext);
-        bill_report(b, s, -1, s->customer, "not_billed", NULL,
+        bill_report(b, s, BILL_ROW_AFTER_END, s->customer, "not_billed", NULL,
                     "usage outside the subscription's term");
-    }
-
-    if (s->bp == NULL || !s->bp->ok || s->nlines < 0) {
-        b->nfailed++;
-        agent_err("subscription %s: plan %s %s", s->id,
-                  s->plan ? s->plan : "(none)",
-                  s->bp == NULL ? "is not in the catalog"
-                  : !s->bp->ok ? s->bp->err : "cannot be priced");
-        bill_report(b, s, -1, s->customer, "failed", NULL,
-                    s->bp == NULL ? "plan not in the catalog"
-                                  : "pricing error");
-        return;
     }
 
     for (i = 0; i < s->nlines && !b->fatal; i++) {
