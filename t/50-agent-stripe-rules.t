@@ -129,4 +129,48 @@ for my $c ([kwd => 10005, 10], [isk => 150050, 100], [ugx => 50, 100]) {
         "... naming the field and the step ($cur)");
 }
 
+# --- times the agent cannot read (written directly into the subscription
+# hash, as an older management API let them through): reported with the
+# reason, exit 1, and never priced; the others are
+{
+    my $r2 = Apimon::Redis->start;
+    $r2->apply_catalog($js->encode($catalog), $t0);
+    my %bad = (ok => undef, digits19 => [startTime => '1767225600000000000'],
+        overflow => [startTime => '9223372036854775807'],
+        text => [startTime => 'yesterday'], negative => [endTime => '-5'],
+        float => [endTime => '1.7e+15'], nostart => [startTime => undef]);
+    my %id;
+    for my $k (sort keys %bad) {
+        $r2->put_developer("$k\@example.com", { firstName => $k, lastName => 'X',
+            userName => $k }, now => $t0);
+        $r2->set_customer('developer', "$k\@example.com", "cus_$k", $t0);
+        my $s = $r2->create_subscription(owner => "$k\@example.com", product => 'geo',
+            plan => 'geo-flat', now => ms('2026-01-11T15:00'), start => ms('2026-01-11T15:00'));
+        $id{$k} = $s->{id};
+        next unless $bad{$k};
+        my ($field, $v) = @{ $bad{$k} };
+        if (defined $v) { $r2->cmd('HSET', $s->{key}, $field, $v) }
+        else { $r2->cmd('HDEL', $s->{key}, $field) }
+    }
+    my $run = run_agent(env => agent_env($r2, $stripe), args => ['bill', '--period', '2026-01',
+        '--dry-run', '--report', "$dir/times.jsonl"]);
+    is($run->{rc}, 1, 'unreadable times: exit 1') or diag $run->{err};
+    open my $f, '<', "$dir/times.jsonl" or die;
+    my %row = map { my $j = decode_json($_); ("$j->{subscription}|$j->{line}" => $j) } <$f>;
+    close $f;
+    is($row{"$id{ok}|fee"}{amount}, 2100, 'the readable subscription is priced');
+    my %why = (digits19 => qr/^startTime "1767225600000000000" is not a time in ms from 0 to 253402300799999/,
+        overflow => qr/^startTime "9223372036854775807" is not a time/,
+        text => qr/^startTime "yesterday" is not a time/,
+        negative => qr/^endTime "-5" is not a time/, float => qr/^endTime "1.7e\+15" is not a time/,
+        nostart => qr/^startTime is missing/);
+    for my $k (sort keys %why) {
+        my $row = $row{"$id{$k}|subscription"};
+        is($row && $row->{status}, 'failed', "$k: failed, not priced");
+        like($row && $row->{error}, $why{$k}, "$k: the precise reason");
+        ok(!$row{"$id{$k}|fee"}, "$k: no fee line");
+    }
+    unlike($run->{out}, qr/cus_(?!ok)/, 'dry run: only the readable subscription would be posted');
+}
+
 done_testing;
