@@ -138,7 +138,8 @@ for my $c ([kwd => 10005, 10], [isk => 150050, 100], [ugx => 50, 100]) {
     my %bad = (ok => undef, digits19 => [startTime => '1767225600000000000'],
         overflow => [startTime => '9223372036854775807'],
         text => [startTime => 'yesterday'], negative => [endTime => '-5'],
-        float => [endTime => '1.7e+15'], nostart => [startTime => undef]);
+        float => [endTime => '1.7e+15'], nostart => [startTime => undef],
+        epoch => [startTime => '5']);
     my %id;
     for my $k (sort keys %bad) {
         $r2->put_developer("$k\@example.com", { firstName => $k, lastName => 'X',
@@ -159,11 +160,11 @@ for my $c ([kwd => 10005, 10], [isk => 150050, 100], [ugx => 50, 100]) {
     my %row = map { my $j = decode_json($_); ("$j->{subscription}|$j->{line}" => $j) } <$f>;
     close $f;
     is($row{"$id{ok}|fee"}{amount}, 2100, 'the readable subscription is priced');
-    my %why = (digits19 => qr/^startTime "1767225600000000000" is not a time in ms from 0 to 253402300799999/,
+    my %why = (digits19 => qr/^startTime "1767225600000000000" is not a time in ms from 946684800000 \(2000-01-01\) to 253402300799999 \(9999-12-31T23:59:59.999Z\)/,
         overflow => qr/^startTime "9223372036854775807" is not a time/,
         text => qr/^startTime "yesterday" is not a time/,
         negative => qr/^endTime "-5" is not a time/, float => qr/^endTime "1.7e\+15" is not a time/,
-        nostart => qr/^startTime is missing/);
+        nostart => qr/^startTime is missing/, epoch => qr/^startTime "5" is not a time/);
     for my $k (sort keys %why) {
         my $row = $row{"$id{$k}|subscription"};
         is($row && $row->{status}, 'failed', "$k: failed, not priced");
