@@ -553,7 +553,10 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
             conf->bill.since = optarg;
             break;
         case OPT_MARGIN:
-            if (parse_num("--boundary-margin", optarg, 0, 86400, &v) != 0) {
+            /* up to a month: 0 turns the check off */
+            if (parse_num("--boundary-margin", optarg, 0, 31 * 86400, &v)
+                != 0)
+            {
                 return AGENT_EXIT_CONFIG;
             }
             conf->bill.margin_ms = v * 1000;
