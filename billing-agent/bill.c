@@ -543,9 +543,10 @@ reply_dup(const redisReply *r)
 
 /*
  * One of the subscription's times, exactly as stored: decimal ms from
- * 2000-01-01 to 9999-12-31T23:59:59.999Z (endTime 0 = open-ended).  Anything else (19
- * digits, a sign, a float, text) is unreadable: the reason goes to s->why
- * and the subscription is not priced, rather than priced from a 0.
+ * 2000-01-01 to 9999-12-31T23:59:59.999Z (endTime 0 = open-ended).
+ * Anything else (19 digits, a sign, a float, text) is unreadable: the
+ * reason goes to s->why and the subscription is not priced, rather than
+ * priced from a 0.
  */
 static void
 sub_time(bill_sub_t *s, const redisReply *r, const char *name, int64_t *out)
