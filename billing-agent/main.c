@@ -39,7 +39,7 @@ static const char  *usage_text =
 "  catalog show             print the catalog Redis holds\n"
 "  customer set OWNER ID    set the billing customer id (cus_...) of a\n"
 "                           developer (email) or an app group (appgroup:NAME)\n"
-"  bill                     price a closed month and push invoice items\n"
+"  bill                     price closed months and push invoice items\n"
 "\n"
 "options:\n"
 "  --redis ADDR             host:port or unix:/path (env APIMON_REDIS,\n"
