@@ -1,9 +1,11 @@
 /*
  * `billing-agent bill`: see bill.h.  The order of one run:
  *
- *   lock → plans → subscription ids → per batch of subscriptions:
- *   (HMGET subscription, HGETALL usage) → owners' customer ids → price →
- *   ledger entries of the priced lines → push each line → invoices → unlock
+ *   Redis TIME → persistence check → lock → plans → subscription ids →
+ *   the months (--period, or every closed month not done) → per month, per
+ *   batch of subscriptions: (HMGET subscription, HGETALL usage) → owners'
+ *   customer ids → price → ledger entries of the priced lines → push each
+ *   line → invoices → "month|done" → unlock
  *
  * Exactly once: before a POST the line's exact body and idempotency key are
  * stored (computed); after it the Stripe id (posted, then done).  A line

@@ -1,8 +1,9 @@
 /*
  * `billing-agent bill`: load the plans' pricing, read every subscription
- * and its usage for one closed month in pipelined batches, price it, and
- * push one invoice item per non-zero line to the Stripe-compatible API
- * exactly once (ledger + idempotency keys + reconciliation).
+ * and its usage for each month billed (one, or every closed month not yet
+ * done, by Redis's clock) in pipelined batches, price it, and push one
+ * invoice item per non-zero line to the Stripe-compatible API exactly once
+ * (ledger + idempotency keys + reconciliation).
  */
 
 #ifndef APIMON_BILL_H
