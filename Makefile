@@ -55,7 +55,7 @@ $(AGENT): $(AGENT_OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_AGENT)
 
 # C unit tests are TAP programs; each links the agent's objects except main.
-$(BUILD)/unit/%: t/unit/%.c $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(wildcard billing-agent/*.h)
+$(BUILD)/unit/%: t/unit/%.c $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(wildcard billing-agent/*.h t/unit/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(LDLIBS_AGENT)
 

@@ -41,7 +41,9 @@ free_port() {
 }
 
 PORT=$(free_port)
-redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly no \
+# the persistence apimon requires (README, "Redis"): the agent checks it
+redis-server --port "$PORT" --bind 127.0.0.1 --save '' --appendonly yes \
+    --appendfsync everysec --maxmemory-policy noeviction \
     --dir "$DIR" --daemonize no > "$DIR/redis.log" 2>&1 &
 REDIS_PID=$!
 R() { redis-cli -p "$PORT" "$@"; }

@@ -272,3 +272,83 @@ ar_lock_release(redisContext *c, const char *token)
 {
     return ar_lock_owned_exec(c, token, "DEL", 0);
 }
+
+
+int
+ar_time_ms(redisContext *c, int64_t *ms, char *err, size_t errlen)
+{
+    redisReply  *r;
+    int64_t      sec, usec;
+    int          rc = -1;
+
+    r = redisCommand(c, "TIME");
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[0]->type == REDIS_REPLY_STRING
+        && r->element[1]->type == REDIS_REPLY_STRING
+        && agent_parse_i64(r->element[0]->str, r->element[0]->len, &sec) == 0
+        && agent_parse_i64(r->element[1]->str, r->element[1]->len, &usec)
+           == 0)
+    {
+        *ms = sec * 1000 + usec / 1000;
+        rc = 0;
+    } else {
+        snprintf(err, errlen, "Redis TIME: %s", r == NULL ? c->errstr
+                 : r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+
+/* what keeps usage and quotas through a Redis crash (README, "Redis") */
+static const struct {
+    const char  *name;
+    const char  *ok[2];      /* accepted values */
+    const char  *wanted;
+} ar_persistence_rules[] = {
+    { "appendonly", { "yes", NULL }, "yes" },
+    { "appendfsync", { "everysec", "always" }, "everysec" },
+    { "maxmemory-policy", { "noeviction", NULL }, "noeviction" },
+};
+
+
+int
+ar_persistence(redisContext *c, char *msg, size_t msglen)
+{
+    redisReply  *r;
+    size_t       i, used = 0;
+    const char  *v;
+    int          bad = 0, n;
+
+    msg[0] = '\0';
+    for (i = 0; i < sizeof(ar_persistence_rules)
+                    / sizeof(ar_persistence_rules[0]); i++)
+    {
+        r = redisCommand(c, "CONFIG GET %s", ar_persistence_rules[i].name);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            /* managed Redis often renames or denies CONFIG */
+            snprintf(msg, msglen, "%s", r ? r->str : c->errstr);
+            if (r) {
+                freeReplyObject(r);
+            }
+            return -1;
+        }
+        v = (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+             && r->element[1]->type == REDIS_REPLY_STRING)
+            ? r->element[1]->str : NULL;
+        if (v && strcasecmp(v, ar_persistence_rules[i].ok[0]) != 0
+            && (ar_persistence_rules[i].ok[1] == NULL
+                || strcasecmp(v, ar_persistence_rules[i].ok[1]) != 0))
+        {
+            n = snprintf(msg + used, msglen - used, "%s%s is \"%s\" (needs "
+                         "%s)", bad ? ", " : "", ar_persistence_rules[i].name,
+                         v, ar_persistence_rules[i].wanted);
+            used += (n > 0 && (size_t) n < msglen - used) ? (size_t) n : 0;
+            bad = 1;
+        }
+        freeReplyObject(r);
+    }
+    return bad;
+}

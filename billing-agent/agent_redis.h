@@ -51,4 +51,15 @@ int ar_lock_release(redisContext *c, const char *token);
 
 #define AR_LOCK_KEY  "apimon:bill:lock"
 
+/* Redis's clock (TIME) in ms: 0, or -1 with the reason in err */
+int ar_time_ms(redisContext *c, int64_t *ms, char *err, size_t errlen);
+
+/*
+ * Redis's persistence, by CONFIG GET: 0 appendonly yes, appendfsync
+ * everysec (or always) and maxmemory-policy noeviction; 1 some are off
+ * ("appendonly is \"no\" (needs yes), ..." in msg); -1 CONFIG is not
+ * allowed (the error in msg).
+ */
+int ar_persistence(redisContext *c, char *msg, size_t msglen);
+
 #endif

@@ -1,9 +1,11 @@
 /*
  * `billing-agent bill`: see bill.h.  The order of one run:
  *
- *   lock → plans → subscription ids → per batch of subscriptions:
- *   (HMGET subscription, HGETALL usage) → owners' customer ids → price →
- *   ledger entries of the priced lines → push each line → invoices → unlock
+ *   Redis TIME → persistence check → lock → plans → subscription ids →
+ *   the months (--period, or every closed month not done) → per month, per
+ *   batch of subscriptions: (HMGET subscription, HGETALL usage) → owners'
+ *   customer ids → price → ledger entries of the priced lines → push each
+ *   line → invoices → "month|done" → unlock
  *
  * Exactly once: before a POST the line's exact body and idempotency key are
  * stored (computed); after it the Stripe id (posted, then done).  A line
@@ -34,10 +36,23 @@
 #define BILL_MD_KEY_MAX      40     /* Stripe metadata limits */
 #define BILL_MD_VALUE_MAX    500
 
+/* bill_report rows that are no priced line */
+#define BILL_ROW_AFTER_END   -1     /* usage outside the term (not billed) */
+#define BILL_ROW_SUB         -2     /* the subscription was not priced */
+
+/* the times a subscription may hold (the management API's range): ms from
+ * 2000-01-01 to 9999-12-31T23:59:59.999Z */
+#define BILL_TIME_MIN        946684800000LL
+#define BILL_TIME_MAX        253402300799999LL
+
+/* the ledger field recording that every line of the month is done */
+#define BILL_MONTH_FIELD     "month|done"
+
 
 typedef struct {
     apimon_pricing_t  pr;
     int               ok;
+    char              label[APIMON_DISPLAY_MAX + APIMON_NAME_MAX + 4];
     char              err[APIMON_CATALOG_ERRLEN];
 } bill_plan_t;
 
@@ -54,6 +69,8 @@ typedef struct {
     const char       *customer;     /* "" = no customer mapped */
     const bill_plan_t *bp;
     int               nlines;
+    char              why[APIMON_PRICE_ERRLEN + APIMON_NAME_MAX + 8];
+                                    /* set: not priced, and why */
     apimon_line_t     lines[APIMON_MAX_LINES];
     ledger_entry_t    led[APIMON_MAX_LINES];
 } bill_sub_t;
@@ -71,6 +88,7 @@ typedef struct {
     redisContext     *pre;           /* prefetch connection, or NULL */
     int               ledger_empty;  /* nothing billed in the period yet */
     const bill_opts_t *o;
+    int64_t           now_ms;        /* Redis's clock at the start */
     apimon_period_t   p;
     char              ptext[8];      /* 2026-01 */
     char              ym[8];         /* 202601 */
@@ -94,6 +112,7 @@ typedef struct {
 
 
 static int bill_setup(bill_t *b, char *err, size_t errlen);
+static int bill_get(bill_t *b, redisReply **r);
 
 /* SIGTERM/SIGINT/SIGHUP: finish the line in hand, release the lock, exit 1 */
 static volatile sig_atomic_t  bill_signal;
@@ -120,37 +139,206 @@ bill_stopped(bill_t *b)
 
 /* ---------------------------------------------------------------- period */
 
-static int
-bill_period(bill_t *b, char *err, size_t errlen)
+/* the month the run bills now, and its names */
+static void
+bill_set_period(bill_t *b, const apimon_period_t *p)
 {
-    const bill_opts_t  *o = b->o;
-    apimon_period_t     cur;
-    char                t[32];
-
-    if (o->period == NULL) {
-        apimon_period_of(o->now_ms, &cur);
-        apimon_period_prev(&cur, &b->p);
-
-    } else if (apimon_period_parse(o->period, &b->p) != 0) {
-        snprintf(err, errlen, "--period %s: expected YYYY-MM", o->period);
-        return -1;
-    }
-
+    b->p = *p;
     apimon_period_format(&b->p, b->ptext, sizeof(b->ptext));
     snprintf(b->ym, sizeof(b->ym), "%04d%02d", b->p.year, b->p.month);
     snprintf(b->bill_key, sizeof(b->bill_key), "apimon:bill:%s", b->ym);
+}
 
-    if (b->p.start_ms > o->now_ms) {
-        snprintf(err, errlen, "period %s has not started", b->ptext);
+
+/*
+ * --period, by Redis's clock (the clock that stamps usage days): a month
+ * that has not started is refused, and so is one that has not ended unless
+ * --allow-open (its usage still grows: billing it now would freeze the
+ * lines at today's numbers).
+ */
+static int
+bill_check_period(bill_t *b, const apimon_period_t *p, char *err,
+    size_t errlen)
+{
+    char  t[32], now[32], text[8];
+
+    apimon_period_format(p, text, sizeof(text));
+    agent_iso_time(b->now_ms, now, sizeof(now));
+    if (p->start_ms > b->now_ms) {
+        snprintf(err, errlen, "period %s has not started (Redis's clock: %s)",
+                 text, now);
         return -1;
     }
+    if (p->end_ms > b->now_ms && !b->o->allow_open) {
+        agent_iso_time(p->end_ms, t, sizeof(t));
+        snprintf(err, errlen, "period %s has not closed (it ends %s; Redis's "
+                 "clock: %s); add --allow-open to bill it anyway", text, t,
+                 now);
+        return -1;
+    }
+    return 0;
+}
 
-    /* usage of an open month still grows: billing it now would freeze
-     * the lines at today's numbers */
-    if (b->p.end_ms > o->now_ms && !o->allow_open) {
-        agent_iso_time(b->p.end_ms, t, sizeof(t));
-        snprintf(err, errlen, "period %s has not closed (it ends %s); "
-                 "add --allow-open to bill it anyway", b->ptext, t);
+
+/*
+ * Near the end of a month the run would bill, clocks matter too much: a
+ * Redis that failed over to a host with another clock, or a clock being
+ * stepped, may still stamp calls into the month.  Refused, exit 5.
+ */
+static int
+bill_check_margin(bill_t *b, const apimon_period_t *p, char *err,
+    size_t errlen)
+{
+    int64_t  d = b->now_ms - p->end_ms, m = b->o->margin_ms;
+    char     now[32], end[32], after[32], text[8];
+
+    if (m == 0 || d >= m || d <= -m) {
+        return 0;
+    }
+    apimon_period_format(p, text, sizeof(text));
+    agent_iso_time(b->now_ms, now, sizeof(now));
+    agent_iso_time(p->end_ms, end, sizeof(end));
+    agent_iso_time(p->end_ms + m, after, sizeof(after));
+    snprintf(err, errlen, "Redis's clock says %s, within %lld s of the end "
+             "of %s (%s): calls may still be counted into it; run again "
+             "after %s (or set --boundary-margin)", now,
+             (long long) (m / 1000), text, end, after);
+    return -1;
+}
+
+
+/* the earliest startTime of a subscription that was ever approved, or -1 */
+static int64_t
+bill_earliest_start(bill_t *b, char **ids, size_t nids)
+{
+    redisReply  *r;
+    char         key[128];
+    size_t       i, j, n, bs = (size_t) b->o->batch;
+    int64_t      v, min = -1;
+
+    for (i = 0; i < nids; i += n) {
+        n = nids - i < bs ? nids - i : bs;
+        for (j = 0; j < n; j++) {
+            snprintf(key, sizeof(key), "apimon:sub:{%s}", ids[i + j]);
+            redisAppendCommand(b->c, "HMGET %s state startTime", key);
+        }
+        for (j = 0; j < n; j++) {
+            if (bill_get(b, &r) != 0) {
+                return -1;
+            }
+            /* unreadable times are reported when the month is priced */
+            if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+                && r->element[0]->type == REDIS_REPLY_STRING
+                && strcmp(r->element[0]->str, "submitted") != 0
+                && r->element[1]->type == REDIS_REPLY_STRING
+                && agent_parse_i64(r->element[1]->str, r->element[1]->len,
+                                   &v) == 0
+                && v >= BILL_TIME_MIN && v <= BILL_TIME_MAX
+                && (min < 0 || v < min))
+            {
+                min = v;
+            }
+            freeReplyObject(r);
+        }
+    }
+    return min;
+}
+
+
+/*
+ * Without --period: every closed month (by Redis's clock) from the first
+ * month a subscription was in effect (or --since) to the last closed one
+ * that has no completion record (field "month|done" of its ledger): a
+ * month a run did not finish, or never reached, is billed by the next.
+ */
+static apimon_period_t *
+bill_default_months(bill_t *b, char **ids, size_t nids, size_t *n,
+    char *err, size_t errlen)
+{
+    apimon_period_t   cur, last, m, *months = NULL, since;
+    redisReply       *r;
+    size_t            k = 0, i, cap = 0;
+    int64_t           first;
+
+    *n = 0;
+    apimon_period_of(b->now_ms, &cur);
+    apimon_period_prev(&cur, &last);
+    first = bill_earliest_start(b, ids, nids);
+    if (b->fatal) {
+        snprintf(err, errlen, "Redis: %s", b->c->errstr);
+        return NULL;
+    }
+    if (first < 0) {
+        return xcalloc(1, sizeof(apimon_period_t));      /* nothing yet */
+    }
+    apimon_period_of(first, &m);
+    if (b->o->since) {
+        if (apimon_period_parse(b->o->since, &since) != 0) {
+            snprintf(err, errlen, "--since %s: expected YYYY-MM",
+                     b->o->since);
+            return NULL;
+        }
+        if (since.start_ms > m.start_ms) {
+            m = since;
+        }
+    }
+
+    for ( /* void */ ; m.start_ms <= last.start_ms; k++) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : 16;
+            months = xrealloc(months, cap * sizeof(apimon_period_t));
+        }
+        months[k] = m;
+        redisAppendCommand(b->c, "HGET apimon:bill:%04d%02d %s", m.year,
+                           m.month, BILL_MONTH_FIELD);
+        apimon_period_of(m.end_ms, &m);
+    }
+    for (i = 0; i < k; i++) {
+        if (bill_get(b, &r) != 0) {
+            free(months);
+            snprintf(err, errlen, "Redis: %s", b->c->errstr);
+            return NULL;
+        }
+        if (r->type != REDIS_REPLY_STRING) {
+            months[(*n)++] = months[i];          /* no record: bill it */
+        }
+        freeReplyObject(r);
+    }
+    return months ? months : xcalloc(1, sizeof(apimon_period_t));
+}
+
+
+/* every line of the month is done: the next default run skips it */
+static int
+bill_month_done(bill_t *b)
+{
+    ledger_entry_t  e;
+    redisReply     *r;
+    char            err[512], key[64];
+    ledger_state_e  from = LEDGER_ABSENT;
+    int             rc;
+
+    r = redisCommand(b->c, "HGET %s %s", b->bill_key, BILL_MONTH_FIELD);
+    if (r == NULL) {
+        agent_err("Redis: %s", b->c->errstr);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_STRING) {
+        memset(&e, 0, sizeof(e));
+        ledger_parse(r->str, r->len, &e);
+        from = e.state;
+        ledger_entry_free(&e);
+    }
+    freeReplyObject(r);
+
+    memset(&e, 0, sizeof(e));
+    e.state = LEDGER_DONE;
+    snprintf(key, sizeof(key), "apimon-%s-month", b->ym);
+    e.key = key;
+    rc = ledger_write(b->c, b->bill_key, BILL_MONTH_FIELD, from, &e, err,
+                      sizeof(err));
+    if (rc != 0) {
+        agent_err("ledger %s %s: %s", b->bill_key, BILL_MONTH_FIELD, err);
         return -1;
     }
     return 0;
@@ -158,6 +346,32 @@ bill_period(bill_t *b, char *err, size_t errlen)
 
 
 /* ----------------------------------------------------------------- plans */
+
+/*
+ * What starts each line's description, the text the end customer reads:
+ * "Bronze (weather-bronze)", or the plan id alone without a display name.
+ */
+static void
+bill_plan_label(bill_plan_t *bp, const char *name, const redisReply *r)
+{
+    const redisReply  *d = NULL;
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[1]->type == REDIS_REPLY_STRING
+        && r->element[1]->len > 0)
+    {
+        d = r->element[1];
+    }
+    if (d) {
+        snprintf(bp->label, sizeof(bp->label), "%.*s (%s)",
+                 (int) (d->len < APIMON_DISPLAY_MAX ? d->len
+                                                    : APIMON_DISPLAY_MAX),
+                 d->str, name);
+    } else {
+        snprintf(bp->label, sizeof(bp->label), "%s", name);
+    }
+}
+
 
 static int
 bill_load_plans(bill_t *b, char *err, size_t errlen)
@@ -193,7 +407,7 @@ bill_load_plans(bill_t *b, char *err, size_t errlen)
     }
 
     for (i = 0; i < names->elements; i++) {
-        redisAppendCommand(b->c, "HGET apimon:plan:%s pricing",
+        redisAppendCommand(b->c, "HMGET apimon:plan:%s pricing displayName",
                            names->element[i]->str);
     }
     for (i = 0; i < names->elements; i++) {
@@ -203,10 +417,13 @@ bill_load_plans(bill_t *b, char *err, size_t errlen)
             return -1;
         }
         bp = xcalloc(1, sizeof(*bp));
-        if (pr->type != REDIS_REPLY_STRING) {
+        bill_plan_label(bp, names->element[i]->str, pr);
+        if (pr->type != REDIS_REPLY_ARRAY || pr->elements != 2
+            || pr->element[0]->type != REDIS_REPLY_STRING)
+        {
             snprintf(bp->err, sizeof(bp->err), "plan has no pricing");
-        } else if (apimon_pricing_parse(pr->str, &bp->pr, bp->err,
-                                        sizeof(bp->err)) == 0)
+        } else if (apimon_pricing_parse(pr->element[0]->str, &bp->pr,
+                                        bp->err, sizeof(bp->err)) == 0)
         {
             bp->ok = 1;
         }
@@ -326,15 +543,37 @@ reply_dup(const redisReply *r)
 }
 
 
-static int64_t
-reply_i64(const redisReply *r)
+/*
+ * One of the subscription's times, exactly as stored: decimal ms from
+ * 2000-01-01 to 9999-12-31T23:59:59.999Z (endTime 0 = open-ended).
+ * Anything else (19 digits, a sign, a float, text) is unreadable: the
+ * reason goes to s->why and the subscription is not priced, rather than
+ * priced from a 0.
+ */
+static void
+sub_time(bill_sub_t *s, const redisReply *r, const char *name, int64_t *out)
 {
-    int64_t  v = 0;
+    int64_t  v;
 
-    if (r && r->type == REDIS_REPLY_STRING) {
-        agent_parse_i64(r->str, r->len, &v);
+    *out = 0;
+    if (s->why[0]) {
+        return;
     }
-    return v;
+    if (r == NULL || r->type != REDIS_REPLY_STRING) {
+        snprintf(s->why, sizeof(s->why), "%s is missing", name);
+        return;
+    }
+    if (agent_parse_i64(r->str, r->len, &v) != 0
+        || (v != 0 && (v < BILL_TIME_MIN || v > BILL_TIME_MAX))
+        || (v == 0 && strcmp(name, "endTime") != 0))
+    {
+        snprintf(s->why, sizeof(s->why), "%s \"%.*s\" is not a time in ms "
+                 "from %lld (2000-01-01) to %lld (9999-12-31T23:59:59.999Z)",
+                 name, (int) (r->len < 40 ? r->len : 40), r->str,
+                 BILL_TIME_MIN, BILL_TIME_MAX);
+        return;
+    }
+    *out = v;
 }
 
 
@@ -423,8 +662,9 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             subs[i].owner = reply_dup(r->element[1]);
             subs[i].plan = reply_dup(r->element[2]);
             subs[i].state = reply_dup(r->element[3]);
-            subs[i].start_ms = reply_i64(r->element[4]);
-            subs[i].end_ms = reply_i64(r->element[5]);
+            sub_time(&subs[i], r->element[4], "startTime",
+                     &subs[i].start_ms);
+            sub_time(&subs[i], r->element[5], "endTime", &subs[i].end_ms);
         }
         freeReplyObject(r);
 
@@ -500,19 +740,25 @@ bill_read_owners(bill_t *b, bill_sub_t *subs, size_t n)
 static void
 bill_price(bill_t *b, bill_sub_t *s)
 {
-    int  nl;
+    char  why[APIMON_PRICE_ERRLEN];
+    int   nl;
 
     s->nlines = 0;
     s->bp = s->plan ? amap_get(&b->plans, s->plan) : NULL;
-    if (s->bp == NULL || !s->bp->ok) {
+    if (s->bp == NULL || !s->bp->ok || s->why[0]) {
         return;
     }
     if (apimon_active_days(&b->p, s->start_ms, s->end_ms) == 0) {
         return;
     }
-    nl = apimon_price(&s->bp->pr, &b->p, s->start_ms, s->end_ms, s->calls,
-                      s->plan, s->lines, APIMON_MAX_LINES);
+    nl = apimon_price_why(&s->bp->pr, &b->p, s->start_ms, s->end_ms,
+                          s->calls, s->bp->label, s->lines, APIMON_MAX_LINES,
+                          why, sizeof(why));
     s->nlines = nl < 0 ? -1 : nl;
+    if (nl < 0) {
+        snprintf(s->why, sizeof(s->why), "plan %.*s: %s", APIMON_NAME_MAX,
+                 s->plan, why);
+    }
 }
 
 
@@ -703,9 +949,11 @@ bill_report(bill_t *b, const bill_sub_t *s, int i, const char *customer,
             form_get(e->body, "currency", cur, sizeof(cur));
             row.currency = cur;
         }
-    } else {
+    } else if (i == BILL_ROW_AFTER_END) {
         row.line = "after_end";
         row.quantity = s->unbilled;
+    } else {
+        row.line = "subscription";       /* the whole subscription */
     }
 
     report_row(&b->rep, &row);
@@ -1298,24 +1546,29 @@ bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body)
 
     b->nsubs++;
 
+    if (s->why[0] == '\0') {
+        if (s->bp == NULL) {
+            snprintf(s->why, sizeof(s->why), "plan %.*s is not in the "
+                     "catalog", APIMON_NAME_MAX, s->plan ? s->plan : "(none)");
+        } else if (!s->bp->ok) {
+            snprintf(s->why, sizeof(s->why), "plan %.*s: %s",
+                     APIMON_NAME_MAX, s->plan, s->bp->err);
+        }
+    }
+    if (s->why[0]) {
+        /* a reason is set exactly when the subscription was not priced */
+        b->nfailed++;
+        agent_err("subscription %s: not priced: %s", s->id, s->why);
+        bill_report(b, s, BILL_ROW_SUB, s->customer, "failed", NULL, s->why);
+        return;
+    }
+
     if (s->unbilled > 0) {
         b->nnotbilled++;
         agent_log("subscription %s: %" PRId64 " calls outside its term in "
                   "%s are not billed", s->id, s->unbilled, b->ptext);
-        bill_report(b, s, -1, s->customer, "not_billed", NULL,
+        bill_report(b, s, BILL_ROW_AFTER_END, s->customer, "not_billed", NULL,
                     "usage outside the subscription's term");
-    }
-
-    if (s->bp == NULL || !s->bp->ok || s->nlines < 0) {
-        b->nfailed++;
-        agent_err("subscription %s: plan %s %s", s->id,
-                  s->plan ? s->plan : "(none)",
-                  s->bp == NULL ? "is not in the catalog"
-                  : !s->bp->ok ? s->bp->err : "cannot be priced");
-        bill_report(b, s, -1, s->customer, "failed", NULL,
-                    s->bp == NULL ? "plan not in the catalog"
-                                  : "pricing error");
-        return;
     }
 
     for (i = 0; i < s->nlines && !b->fatal; i++) {
@@ -1669,6 +1922,37 @@ bill_ledger_empty(bill_t *b)
 }
 
 
+/*
+ * Usage and quotas survive a Redis crash only with an append-only file
+ * synced every second and no eviction: without them a bill is computed
+ * from counts that may have been rolled back.  Exit 4 unless overridden.
+ */
+static int
+bill_redis_safe(bill_t *b)
+{
+    char  msg[512];
+    int   rc = ar_persistence(b->c, msg, sizeof(msg));
+
+    if (rc < 0) {
+        agent_log("Redis does not allow CONFIG GET (%s): its persistence "
+                  "settings are not checked", msg);
+        return 0;
+    }
+    if (rc == 0) {
+        return 0;
+    }
+    if (b->o->allow_unsafe_redis) {
+        agent_err("Redis may lose usage on a crash: %s; billing anyway "
+                  "(--allow-unsafe-redis)", msg);
+        return 0;
+    }
+    agent_err("Redis may lose usage and quotas on a crash: %s. Fix its "
+              "configuration (README, \"Redis\"), or bill anyway with "
+              "--allow-unsafe-redis", msg);
+    return AGENT_EXIT_UNSAFE;
+}
+
+
 static int
 bill_setup(bill_t *b, char *err, size_t errlen)
 {
@@ -1700,15 +1984,107 @@ bill_exit_code(bill_t *b)
 }
 
 
+/* the per-month part of bill_t, cleared before each month */
+static void
+bill_month_reset(bill_t *b)
+{
+    amap_free(&b->custs, bill_cust_free);
+    amap_init(&b->custs);
+    b->unknown_streak = 0;
+    b->nsubs = b->nlines = b->ndone = b->nposted = b->nzero = 0;
+    b->nfailed = b->nunknown = b->nunmapped = b->nnotbilled = b->ndry = 0;
+    b->ninvoices = 0;
+}
+
+
+/* one month: read, price, push, invoice; its exit code */
+static int
+bill_month(bill_t *b, const apimon_period_t *p, char **ids, size_t nids)
+{
+    int      rc;
+    int64_t  t0 = agent_now_us();
+
+    bill_month_reset(b);
+    bill_set_period(b, p);
+    agent_log("billing %s%s", b->ptext, b->o->dry_run ? " (dry run)" : "");
+
+    b->ledger_empty = bill_ledger_empty(b);
+    bill_batches(b, ids, nids);
+    if (b->o->create_invoices && !b->o->dry_run && !b->fatal) {
+        bill_invoices(b);
+    }
+    rc = bill_exit_code(b);
+
+    /* only a closed month: an open one still grows */
+    if (rc == AGENT_EXIT_OK && !b->o->dry_run && p->end_ms <= b->now_ms
+        && bill_month_done(b) != 0)
+    {
+        rc = b->fatal = AGENT_EXIT_FAILED;
+    }
+
+    agent_log("period %s: %" PRIu64 " subscriptions, %" PRIu64 " lines: %"
+              PRIu64 " done (%" PRIu64 " posted now), %" PRIu64 " zero, %"
+              PRIu64 " failed, %" PRIu64 " unknown, %" PRIu64 " unmapped, %"
+              PRIu64 " dry-run, %" PRIu64 " invoices, %" PRIu64
+              " with usage not billed; %.3f s; exit %d",
+              b->ptext, b->nsubs, b->nlines, b->ndone, b->nposted, b->nzero,
+              b->nfailed, b->nunknown, b->nunmapped, b->ndry, b->ninvoices,
+              b->nnotbilled, (double) (agent_now_us() - t0) / 1e6, rc);
+    return rc;
+}
+
+
+/* the months of this run, checked against Redis's clock; NULL: exit code */
+static apimon_period_t *
+bill_months(bill_t *b, char **ids, size_t nids, size_t *n, int *rc)
+{
+    apimon_period_t  *months;
+    char              err[512];
+    size_t            i;
+
+    *rc = AGENT_EXIT_CONFIG;
+    if (b->o->period) {
+        months = xcalloc(1, sizeof(apimon_period_t));
+        *n = 1;
+        if (apimon_period_parse(b->o->period, &months[0]) != 0) {
+            snprintf(err, sizeof(err), "--period %s: expected YYYY-MM",
+                     b->o->period);
+            goto failed;
+        }
+        if (bill_check_period(b, &months[0], err, sizeof(err)) != 0) {
+            goto failed;
+        }
+    } else if ((months = bill_default_months(b, ids, nids, n, err,
+                                             sizeof(err))) == NULL)
+    {
+        agent_err("%s", err);
+        return NULL;
+    }
+
+    for (i = 0; i < *n; i++) {
+        if (bill_check_margin(b, &months[i], err, sizeof(err)) != 0) {
+            *rc = AGENT_EXIT_CLOCK;
+            goto failed;
+        }
+    }
+    return months;
+
+failed:
+    agent_err("%s", err);
+    free(months);
+    return NULL;
+}
+
+
 int
 bill_run(redisContext *c, const bill_opts_t *o)
 {
-    bill_t    b;
-    char      err[512];
-    char    **ids = NULL;
-    size_t    nids = 0, i;
-    int       rc;
-    int64_t   t0 = agent_now_us();
+    bill_t            b;
+    char              err[512];
+    char            **ids = NULL;
+    apimon_period_t  *months = NULL;
+    size_t            nids = 0, nmonths = 0, i;
+    int               rc, mrc;
 
     memset(&b, 0, sizeof(b));
     b.c = c;
@@ -1717,11 +2093,16 @@ bill_run(redisContext *c, const bill_opts_t *o)
     amap_init(&b.owners);
     amap_init(&b.custs);
 
-    if (bill_period(&b, err, sizeof(err)) != 0
+    /* usage days are stamped by Redis's clock: "now" is Redis's too */
+    if (ar_time_ms(c, &b.now_ms, err, sizeof(err)) != 0
         || bill_setup(&b, err, sizeof(err)) != 0)
     {
         agent_err("%s", err);
         return AGENT_EXIT_CONFIG;
+    }
+    if ((rc = bill_redis_safe(&b)) != 0) {
+        stripe_free(&b.stripe);
+        return rc;
     }
 
     if (!o->dry_run && (rc = bill_lock(&b)) != 0) {
@@ -1732,18 +2113,10 @@ bill_run(redisContext *c, const bill_opts_t *o)
     /* only the lock holder may truncate a report a running job writes */
     if (report_open(&b.rep, o->report, err, sizeof(err)) != 0) {
         agent_err("%s", err);
-        if (b.locked) {
-            ar_lock_release(c, b.token);
-        }
-        if (!o->dry_run) {
-            stripe_free(&b.stripe);
-        }
-        return AGENT_EXIT_CONFIG;
+        rc = AGENT_EXIT_CONFIG;
+        goto done;
     }
 
-    agent_log("billing %s%s", b.ptext, o->dry_run ? " (dry run)" : "");
-
-    b.ledger_empty = bill_ledger_empty(&b);
     if (o->redis_addr) {
         b.pre = ar_connect(o->redis_addr, o->redis_password, err,
                            sizeof(err));
@@ -1753,35 +2126,32 @@ bill_run(redisContext *c, const bill_opts_t *o)
         || (ids = bill_sub_ids(&b, &nids, err, sizeof(err))) == NULL)
     {
         agent_err("%s", err);
-        b.fatal = AGENT_EXIT_CONFIG;
+        rc = AGENT_EXIT_CONFIG;
 
-    } else {
-        bill_batches(&b, ids, nids);
-        if (o->create_invoices && !o->dry_run && !b.fatal) {
-            bill_invoices(&b);
+    } else if ((months = bill_months(&b, ids, nids, &nmonths, &rc))
+               != NULL)
+    {
+        if (nmonths == 0) {
+            agent_log("nothing to bill: every closed month is done");
+        }
+        rc = AGENT_EXIT_OK;
+        for (i = 0; i < nmonths && !b.fatal; i++) {
+            mrc = bill_month(&b, &months[i], ids, nids);
+            rc = b.fatal ? b.fatal : (mrc > rc ? mrc : rc);
         }
     }
 
-    rc = bill_exit_code(&b);
+    if (report_close(&b.rep) != 0) {
+        agent_err("writing the report failed");
+        rc = rc ? rc : AGENT_EXIT_FAILED;
+    }
 
-    agent_log("period %s: %" PRIu64 " subscriptions, %" PRIu64 " lines: %"
-              PRIu64 " done (%" PRIu64 " posted now), %" PRIu64 " zero, %"
-              PRIu64 " failed, %" PRIu64 " unknown, %" PRIu64 " unmapped, %"
-              PRIu64 " dry-run, %" PRIu64 " invoices, %" PRIu64
-              " with usage not billed; %.3f s; exit %d",
-              b.ptext, b.nsubs, b.nlines, b.ndone, b.nposted, b.nzero,
-              b.nfailed, b.nunknown, b.nunmapped, b.ndry, b.ninvoices,
-              b.nnotbilled, (double) (agent_now_us() - t0) / 1e6, rc);
-
+done:
     if (b.locked) {
         ar_lock_release(c, b.token);
     }
     if (b.pre) {
         redisFree(b.pre);
-    }
-    if (report_close(&b.rep) != 0) {
-        agent_err("writing the report failed");
-        rc = rc ? rc : AGENT_EXIT_FAILED;
     }
     fflush(stdout);
 
@@ -1789,6 +2159,7 @@ bill_run(redisContext *c, const bill_opts_t *o)
         free(ids[i]);
     }
     free(ids);
+    free(months);
     amap_free(&b.plans, free);
     amap_free(&b.owners, free);
     amap_free(&b.custs, bill_cust_free);

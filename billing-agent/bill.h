@@ -1,8 +1,9 @@
 /*
  * `billing-agent bill`: load the plans' pricing, read every subscription
- * and its usage for one closed month in pipelined batches, price it, and
- * push one invoice item per non-zero line to the Stripe-compatible API
- * exactly once (ledger + idempotency keys + reconciliation).
+ * and its usage for each month billed (one, or every closed month not yet
+ * done, by Redis's clock) in pipelined batches, price it, and push one
+ * invoice item per non-zero line to the Stripe-compatible API exactly once
+ * (ledger + idempotency keys + reconciliation).
  */
 
 #ifndef APIMON_BILL_H
@@ -13,7 +14,8 @@
 #include <hiredis/hiredis.h>
 
 typedef struct {
-    const char  *period;          /* "YYYY-MM" or NULL: last closed month */
+    const char  *period;          /* "YYYY-MM" or NULL: every closed month
+                                     not yet done (by Redis's clock) */
     int          allow_open;      /* bill a month that has not ended */
     int          dry_run;
     int          create_invoices;
@@ -26,7 +28,9 @@ typedef struct {
     int          batch;           /* subscriptions per pipelined batch */
     const char  *stripe_base;
     const char  *secret;          /* NULL allowed with dry_run */
-    int64_t      now_ms;          /* the clock deciding which month closed */
+    int64_t      margin_ms;       /* refuse this near a billed month's end */
+    const char  *since;           /* "YYYY-MM": default runs start there */
+    int          allow_unsafe_redis;  /* bill despite lossy persistence */
     const char  *redis_addr;      /* for a second (prefetch) connection */
     const char  *redis_password;
 } bill_opts_t;

@@ -39,13 +39,18 @@ static const char  *usage_text =
 "  catalog show             print the catalog Redis holds\n"
 "  customer set OWNER ID    set the billing customer id (cus_...) of a\n"
 "                           developer (email) or an app group (appgroup:NAME)\n"
-"  bill                     price a closed month and push invoice items\n"
+"  bill                     price closed months and push invoice items\n"
 "\n"
 "options:\n"
 "  --redis ADDR             host:port or unix:/path (env APIMON_REDIS,\n"
 "                           default " AGENT_DEFAULT_REDIS ")\n"
-"  --period YYYY-MM         month to bill (default: the last closed month)\n"
+"  --period YYYY-MM         month to bill (default: every closed month not\n"
+"                           yet done, by Redis's clock)\n"
+"  --since YYYY-MM          without --period: start no earlier than this\n"
 "  --allow-open             allow billing a month that has not ended\n"
+"  --boundary-margin S      refuse a run this near the end of a month it\n"
+"                           bills (default 300; 0 = never)\n"
+"  --allow-unsafe-redis     bill even if Redis's persistence may lose usage\n"
 "  --dry-run                print the exact request bodies, change nothing\n"
 "  --report FILE            write every line as CSV, or JSON lines if FILE\n"
 "                           ends in .json, .jsonl or .ndjson\n"
@@ -66,8 +71,10 @@ static const char  *usage_text =
 "STRIPE_API_BASE (default " "https://api.stripe.com" ")\n"
 "\n"
 "exit codes: 0 all lines done; 1 some lines failed, unresolved or without a\n"
-"customer (rerun to resume); 2 configuration or usage error; 3 another run\n"
-"holds the lock\n";
+"customer, or a subscription could not be priced (rerun to resume);\n"
+"2 configuration or usage error; 3 another run holds the lock; 4 Redis's\n"
+"persistence may lose usage (see --allow-unsafe-redis); 5 too near the end\n"
+"of a month to bill (see --boundary-margin)\n";
 
 
 typedef struct {
@@ -485,7 +492,8 @@ parse_num(const char *opt, const char *arg, int64_t min, int64_t max,
 enum {
     OPT_REDIS = 256, OPT_PERIOD, OPT_ALLOW_OPEN, OPT_DRY_RUN, OPT_REPORT,
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
-    OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED
+    OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
+    OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS
 };
 
 static const struct option  long_opts[] = {
@@ -493,6 +501,9 @@ static const struct option  long_opts[] = {
     { "redis", required_argument, NULL, OPT_REDIS },
     { "period", required_argument, NULL, OPT_PERIOD },
     { "allow-open", no_argument, NULL, OPT_ALLOW_OPEN },
+    { "since", required_argument, NULL, OPT_SINCE },
+    { "boundary-margin", required_argument, NULL, OPT_MARGIN },
+    { "allow-unsafe-redis", no_argument, NULL, OPT_UNSAFE_REDIS },
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "report", required_argument, NULL, OPT_REPORT },
     { "create-invoices", no_argument, NULL, OPT_INVOICES },
@@ -537,6 +548,21 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
             break;
         case OPT_ALLOW_OPEN:
             conf->bill.allow_open = 1;
+            break;
+        case OPT_SINCE:
+            conf->bill.since = optarg;
+            break;
+        case OPT_MARGIN:
+            /* up to a month: 0 turns the check off */
+            if (parse_num("--boundary-margin", optarg, 0, 31 * 86400, &v)
+                != 0)
+            {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->bill.margin_ms = v * 1000;
+            break;
+        case OPT_UNSAFE_REDIS:
+            conf->bill.allow_unsafe_redis = 1;
             break;
         case OPT_DRY_RUN:
             conf->bill.dry_run = 1;
@@ -628,12 +654,12 @@ main(int argc, char **argv)
     conf.bill.max_retries = 3;
     conf.bill.lock_ttl_ms = 600000;
     conf.bill.batch = 1000;
+    conf.bill.margin_ms = 300000;
 
     rc = parse_options(argc, argv, &conf);
     if (rc != 0) {
         return rc;
     }
-    conf.bill.now_ms = agent_now_ms();
     conf.bill.redis_addr = conf.redis;
     conf.bill.redis_password = getenv("APIMON_REDIS_PASSWORD");
 

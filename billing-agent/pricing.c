@@ -245,9 +245,11 @@ apimon_model_parse(const char *name, apimon_model_e *m)
 int
 apimon_currency_exponent(const char *c)
 {
-    /* Stripe's zero- and three-decimal currencies; all others have two */
+    /* Stripe's zero- and three-decimal currencies; all others have two.
+     * UGX is zero-decimal in ISO 4217 but two-decimal in Stripe's API
+     * (5 UGX is 500), like ISK: see apimon_currency_step */
     static const char zero[] =
-        ",bif,clp,djf,gnf,jpy,kmf,krw,mga,pyg,rwf,ugx,vnd,vuv,xaf,xof,xpf,";
+        ",bif,clp,djf,gnf,jpy,kmf,krw,mga,pyg,rwf,vnd,vuv,xaf,xof,xpf,";
     static const char three[] = ",bhd,jod,kwd,omr,tnd,";
     char key[6];
 
@@ -256,6 +258,23 @@ apimon_currency_exponent(const char *c)
     }
     snprintf(key, sizeof(key), ",%s,", c);
     return strstr(zero, key) ? 0 : (strstr(three, key) ? 3 : 2);
+}
+
+int64_t
+apimon_currency_step(const char *c)
+{
+    char key[6];
+
+    if (c == NULL || strlen(c) != 3) {
+        return 1;
+    }
+    snprintf(key, sizeof(key), ",%s,", c);
+    /* Stripe: three-decimal amounts must end in 0; ISK and UGX are whole
+     * units written with two decimals that must be 00 */
+    if (strstr(",bhd,jod,kwd,omr,tnd,", key)) {
+        return 10;
+    }
+    return strstr(",isk,ugx,", key) ? 100 : 1;
 }
 
 /* 1234567 → "1,234,567": finance reads call counts more easily so */
@@ -332,14 +351,24 @@ fail(char *err, size_t len, const char *fmt, ...)
     return -1;
 }
 
+/* a price: in range, and a whole step of its currency (Stripe refuses
+ * other amounts, and every line is then a whole step too) */
 static int
-check_amount(const char *field, int64_t v, char *err, size_t len)
+check_amount(const apimon_pricing_t *pr, const char *field, int64_t v,
+    char *err, size_t len)
 {
+    int64_t step = apimon_currency_step(pr->currency);
+
     if (v < 0) {
         return fail(err, len, "%s: must be >= 0", field);
     }
     if (v >= APIMON_MAX_AMOUNT) {
         return fail(err, len, "%s: must be less than 10^12", field);
+    }
+    if (v % step != 0) {
+        return fail(err, len, "%s: must be a multiple of %lld in %s "
+            "(Stripe accepts no other amounts in that currency)", field,
+            (long long) step, pr->currency);
     }
     return 0;
 }
@@ -396,11 +425,11 @@ check_tier(const apimon_pricing_t *pr, size_t i, char *err, size_t len)
         }
     }
     snprintf(f, sizeof(f), "tiers[%zu].unitAmount", i);
-    if (check_amount(f, t->unit_amount, err, len) != 0) {
+    if (check_amount(pr, f, t->unit_amount, err, len) != 0) {
         return -1;
     }
     snprintf(f, sizeof(f), "tiers[%zu].flatAmount", i);
-    return check_amount(f, t->flat_amount, err, len);
+    return check_amount(pr, f, t->flat_amount, err, len);
 }
 
 static int
@@ -439,21 +468,21 @@ check_model(const apimon_pricing_t *pr, char *err, size_t len)
     case APIMON_MODEL_FREE:
         return 0;
     case APIMON_MODEL_FLAT:
-        return check_amount("amount", pr->amount, err, len);
+        return check_amount(pr, "amount", pr->amount, err, len);
     case APIMON_MODEL_METERED:
-        return check_amount("unitAmount", pr->unit_amount, err, len)
+        return check_amount(pr, "unitAmount", pr->unit_amount, err, len)
             || check_units(pr, err, len) ? -1 : 0;
     case APIMON_MODEL_FLAT_WITH_OVERAGE:
-        return check_amount("amount", pr->amount, err, len)
+        return check_amount(pr, "amount", pr->amount, err, len)
             || check_size("includedUnits", pr->included_units, 0, err, len)
-            || check_amount("unitAmount", pr->unit_amount, err, len)
+            || check_amount(pr, "unitAmount", pr->unit_amount, err, len)
             || check_units(pr, err, len) ? -1 : 0;
     case APIMON_MODEL_GRADUATED:
     case APIMON_MODEL_VOLUME:
         return check_tiers(pr, err, len) || check_units(pr, err, len)
             ? -1 : 0;
     case APIMON_MODEL_PACKAGE:
-        return check_amount("amount", pr->amount, err, len)
+        return check_amount(pr, "amount", pr->amount, err, len)
             || check_size("packageSize", pr->package_size, 1, err, len)
             ? -1 : 0;
     }
@@ -542,13 +571,14 @@ emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
 static int
 fee_line(price_ctx_t *c)
 {
-    int64_t  fee;
+    int64_t  fee, step = apimon_currency_step(c->pr->currency);
     char     tail[64];
 
     if (mul(c->pr->amount, c->days, &fee) != 0) {
         return -1;
     }
-    fee = apimon_round_half_up(fee, c->p->days);
+    /* to the nearest whole step of the currency, in the one rounding */
+    fee = apimon_round_half_up(fee, c->p->days * step) * step;
     if (fee > c->pr->amount) {
         fee = c->pr->amount;                 /* never above the full fee */
     }
@@ -761,14 +791,30 @@ apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines)
 {
-    price_ctx_t c;
+    return apimon_price_why(pricing, p, start_ms, end_ms, calls, plan_name,
+        lines, nlines, NULL, 0);
+}
 
-    if (pricing == NULL || p == NULL || (lines == NULL && nlines > 0)
-        || apimon_pricing_check(pricing, NULL, 0) != 0
-        || calls < 0 || calls > APIMON_MAX_CALLS
-        || p->days < 28 || p->days > 31)
-    {
-        return -1;
+int
+apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
+    apimon_line_t *lines, size_t nlines, char *err, size_t errlen)
+{
+    price_ctx_t c;
+    char        why[APIMON_PRICE_ERRLEN];
+
+    if (pricing == NULL || p == NULL || (lines == NULL && nlines > 0)) {
+        return fail(err, errlen, "nothing to price");
+    }
+    if (apimon_pricing_check(pricing, why, sizeof(why)) != 0) {
+        return fail(err, errlen, "pricing.%s", why);
+    }
+    if (calls < 0 || calls > APIMON_MAX_CALLS) {
+        return fail(err, errlen, "%lld accepted calls in one period: more "
+            "than 10^15 is refused as absurd", (long long) calls);
+    }
+    if (p->days < 28 || p->days > 31) {
+        return fail(err, errlen, "the period is not a calendar month");
     }
     c.pr = pricing;
     c.p = p;
@@ -778,5 +824,14 @@ apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
     c.lines = lines;
     c.nlines = nlines;
     c.n = 0;
-    return price_model(&c) != 0 ? -1 : (int) c.n;
+    if (nlines < (pricing->model == APIMON_MODEL_FLAT_WITH_OVERAGE ? 2u
+                  : pricing->model == APIMON_MODEL_FREE ? 0u : 1u))
+    {
+        return fail(err, errlen, "too few lines to hold the result");
+    }
+    if (price_model(&c) != 0) {
+        return fail(err, errlen, "a line's amount does not fit a 64-bit "
+            "integer (%lld calls)", (long long) calls);
+    }
+    return (int) c.n;
 }

@@ -129,6 +129,26 @@ int apimon_pricing_check(const apimon_pricing_t *pricing, char *err,
 /* "2026-02" into buf (at least 8 bytes) */
 void apimon_period_format(const apimon_period_t *p, char *buf, size_t len);
 
+/*
+ * apimon_price, and on -1 the reason in err ("pricing.amount: ...", "... calls
+ * in one period: more than 10^15 ...", "an amount does not fit ..."), for
+ * the report and the log.  err may be NULL.
+ */
+#define APIMON_PRICE_ERRLEN  256
+int apimon_price_why(const apimon_pricing_t *pricing,
+    const apimon_period_t *p, int64_t start_ms, int64_t end_ms,
+    int64_t calls, const char *plan_name, apimon_line_t *lines,
+    size_t nlines, char *err, size_t errlen);
+
+/*
+ * The step Stripe requires of every amount in a currency, in minor units:
+ * 10 for the three-decimal currencies (bhd, jod, kwd, omr, tnd: the last
+ * digit must be 0), 100 for isk and ugx (whole units, written with two
+ * decimals that must be 00), 1 for every other currency.  Prices must be
+ * whole steps; pro-rated fees are rounded to the nearest step.
+ */
+int64_t apimon_currency_step(const char *currency);
+
 /* digits after the decimal point of a currency: 0 jpy, 3 kwd, 2 usd ... */
 int apimon_currency_exponent(const char *currency);
 /* 1234 usd → "12.34 usd", 50 jpy → "50 jpy" (ASCII, always terminated) */

@@ -102,6 +102,17 @@ add_str(cJSON *j, const char *name, const char *v)
 }
 
 
+/* cJSON numbers are doubles: money and counts go out as exact integer text */
+static void
+add_int(cJSON *j, const char *name, int64_t v)
+{
+    char  num[24];
+
+    snprintf(num, sizeof(num), "%" PRId64, v);
+    cJSON_AddRawToObject(j, name, num);
+}
+
+
 static void
 report_json(report_t *r, const report_row_t *w)
 {
@@ -115,9 +126,8 @@ report_json(report_t *r, const report_row_t *w)
     add_str(j, "plan", w->plan);
     add_str(j, "model", w->model);
     add_str(j, "line", w->line);
-    /* money and counts are integers well below 2^53 */
-    cJSON_AddNumberToObject(j, "quantity", (double) w->quantity);
-    cJSON_AddNumberToObject(j, "amount", (double) w->amount);
+    add_int(j, "quantity", w->quantity);
+    add_int(j, "amount", w->amount);
     add_str(j, "currency", w->currency);
     add_str(j, "status", w->status);
     add_str(j, "stripe_id", w->stripe_id);

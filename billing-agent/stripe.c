@@ -396,20 +396,24 @@ int
 stripe_find_item(stripe_t *s, const char *customer, const char *key,
     char *item, size_t itemlen, stripe_resp_t *r)
 {
-    abuf_t  path;
+    abuf_t  path, query;
     char    last[256] = "";
     int     more = 1, rc, attempt;
 
     abuf_init(&path);
+    abuf_init(&query);
 
     while (more) {
-        abuf_reset(&path);
-        abuf_adds(&path, "/v1/invoiceitems?");
-        stripe_form_add(&path, "customer", customer);
-        stripe_form_add(&path, "limit", "100");
+        /* the query is built on its own: stripe_form_add puts a '&' before
+         * every pair but the first of its buffer */
+        abuf_reset(&query);
+        stripe_form_add(&query, "customer", customer);
+        stripe_form_add(&query, "limit", "100");
         if (last[0]) {
-            stripe_form_add(&path, "starting_after", last);
+            stripe_form_add(&query, "starting_after", last);
         }
+        abuf_reset(&path);
+        abuf_printf(&path, "/v1/invoiceitems?%s", query.data);
 
         /* a GET is safe to repeat: retry transient failures here */
         for (attempt = 0; ; attempt++) {
@@ -421,6 +425,7 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
                 || attempt >= s->max_retries)
             {
                 abuf_free(&path);
+                abuf_free(&query);
                 return -1;
             }
             agent_sleep_us(stripe_backoff_us(s, attempt));
@@ -430,6 +435,7 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
                               sizeof(last));
         if (rc != 0) {
             abuf_free(&path);
+            abuf_free(&query);
             return rc;
         }
         if (last[0] == '\0') {
@@ -438,5 +444,6 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
     }
 
     abuf_free(&path);
+    abuf_free(&query);
     return 0;
 }

@@ -17,6 +17,8 @@
 #define AGENT_EXIT_FAILED   1       /* some lines failed/unmapped: rerun */
 #define AGENT_EXIT_CONFIG   2       /* configuration, usage or environment */
 #define AGENT_EXIT_LOCKED   3       /* another run holds the lock */
+#define AGENT_EXIT_UNSAFE   4       /* Redis would lose usage on a crash */
+#define AGENT_EXIT_CLOCK    5       /* too near the end of a billed month */
 
 typedef struct {
     char    *data;

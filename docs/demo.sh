@@ -51,7 +51,9 @@ hport=$(free_port)
 uport=$(free_port)
 
 step "Redis on 127.0.0.1:$rport"
-redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly no \
+# the persistence apimon requires (README, "Redis: persistence it needs")
+redis-server --bind 127.0.0.1 --port "$rport" --save '' --appendonly yes \
+    --appendfsync everysec --maxmemory-policy noeviction \
     --dir "$work" --logfile "$work/redis.log" &
 redis_pid=$!
 wait_port "$rport"

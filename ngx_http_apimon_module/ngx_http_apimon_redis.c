@@ -91,6 +91,9 @@ static void ngx_http_apimon_redis_handshake(redisAsyncContext *ac);
 static void ngx_http_apimon_redis_handshake_reply(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_apimon_redis_ready_state(void);
+static void ngx_http_apimon_redis_persistence(redisAsyncContext *ac);
+static void ngx_http_apimon_redis_persistence_reply(redisAsyncContext *ac,
+    void *r, void *privdata);
 static void ngx_http_apimon_redis_lost(ngx_uint_t failed);
 static void ngx_http_apimon_redis_drop(void);
 static void ngx_http_apimon_redis_on_connect(const redisAsyncContext *ac,
@@ -496,6 +499,8 @@ ngx_http_apimon_redis_handshake(redisAsyncContext *ac)
         }
     }
 
+    ngx_http_apimon_redis_persistence(ac);
+
     if (rs->handshake == 0) {
         /* nothing to send: ping, so that the connect is noticed */
         argv[0] = "PING";
@@ -567,6 +572,141 @@ ngx_http_apimon_redis_handshake_reply(redisAsyncContext *ac, void *r,
 
     if (--rs->handshake == 0) {
         ngx_http_apimon_redis_ready_state();
+    }
+}
+
+
+/*
+ * Usage counts and quotas survive a Redis crash only with an append-only
+ * file synced every second and no eviction.  One warning per connection
+ * when CONFIG GET shows otherwise, one notice when CONFIG is refused
+ * (managed Redis).  The replies are not part of the handshake: nothing
+ * waits for them.
+ */
+
+typedef struct {
+    ngx_uint_t   due;          /* replies still to come */
+    ngx_uint_t   denied;
+    u_char      *last;
+    u_char       found[256];   /* "appendonly \"no\", ..." */
+} ngx_http_apimon_redis_persist_t;
+
+
+static const char  *ngx_http_apimon_redis_persist_rules[][3] = {
+    /* setting, accepted values */
+    { "appendonly", "yes", NULL },
+    { "appendfsync", "everysec", "always" },
+    { "maxmemory-policy", "noeviction", NULL },
+};
+
+
+static void
+ngx_http_apimon_redis_persistence(redisAsyncContext *ac)
+{
+    ngx_uint_t                        i;
+    const char                       *argv[3];
+    size_t                            argvlen[3];
+    ngx_http_apimon_redis_t          *rs;
+    ngx_http_apimon_redis_persist_t  *ps;
+
+    rs = ngx_http_apimon_redis_get();
+
+    ps = ngx_calloc(sizeof(ngx_http_apimon_redis_persist_t), rs->log);
+    if (ps == NULL) {
+        return;
+    }
+
+    ps->last = ps->found;
+
+    for (i = 0; i < 3; i++) {
+        argv[0] = "CONFIG";
+        argvlen[0] = 6;
+        argv[1] = "GET";
+        argvlen[1] = 3;
+        argv[2] = ngx_http_apimon_redis_persist_rules[i][0];
+        argvlen[2] = ngx_strlen(argv[2]);
+
+        if (redisAsyncCommandArgv(ac, ngx_http_apimon_redis_persistence_reply,
+                                  ps, 3, argv, argvlen)
+            == REDIS_OK)
+        {
+            ps->due++;
+        }
+    }
+
+    if (ps->due == 0) {
+        ngx_free(ps);
+    }
+}
+
+
+static void
+ngx_http_apimon_redis_persistence_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    ngx_uint_t                        i;
+    redisReply                       *reply, *name, *value;
+    const char                      **rule;
+    ngx_http_apimon_redis_t          *rs;
+    ngx_http_apimon_redis_persist_t  *ps;
+
+    rs = ngx_http_apimon_redis_get();
+    reply = r;
+    ps = privdata;
+
+    /* NULL: the connection is closing, its reason is logged elsewhere */
+    if (reply != NULL && ac == rs->ac) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            if (!ps->denied) {
+                ps->denied = 1;
+                ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
+                              "apimon: redis at %V refused CONFIG GET (%*s): "
+                              "its persistence settings are not checked",
+                              &rs->amcf->redis_addr, (size_t) reply->len,
+                              reply->str);
+            }
+
+        } else if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+                   && reply->element[0]->type == REDIS_REPLY_STRING
+                   && reply->element[1]->type == REDIS_REPLY_STRING)
+        {
+            name = reply->element[0];
+            value = reply->element[1];
+
+            for (i = 0; i < 3; i++) {
+                rule = ngx_http_apimon_redis_persist_rules[i];
+
+                if (ngx_strcmp(name->str, rule[0]) != 0
+                    || ngx_strcasecmp((u_char *) value->str,
+                                      (u_char *) rule[1]) == 0
+                    || (rule[2] && ngx_strcasecmp((u_char *) value->str,
+                                                  (u_char *) rule[2]) == 0))
+                {
+                    continue;
+                }
+
+                ps->last = ngx_slprintf(ps->last,
+                                        ps->found + sizeof(ps->found),
+                                        "%s%s \"%*s\"",
+                                        ps->last == ps->found ? "" : ", ",
+                                        rule[0], (size_t) value->len,
+                                        value->str);
+            }
+        }
+
+        if (ps->due == 1 && ps->last != ps->found) {
+            ngx_log_error(NGX_LOG_WARN, rs->log, 0,
+                          "apimon: redis at %V may lose usage counts and "
+                          "quotas on a crash: %*s; apimon needs appendonly "
+                          "yes, appendfsync everysec, maxmemory-policy "
+                          "noeviction", &rs->amcf->redis_addr,
+                          (size_t) (ps->last - ps->found), ps->found);
+        }
+    }
+
+    if (--ps->due == 0) {
+        ngx_free(ps);
     }
 }
 

@@ -32,7 +32,7 @@ sub gone_within {
 }
 
 # --- server and client
-my $r = Apimon::Redis->start;
+my $r = Apimon::Redis->start(aof => 0);
 ok($r->port > 0, 'port ' . $r->port);
 is($r->cmd('PING'), 'PONG', 'PING');
 is($r->cmd('SET', 'a', "bin\r\n\0x"), 'OK', 'status reply');

@@ -10,6 +10,7 @@
 
 #include "pricing.h"
 #include "tap.h"
+#include "unit_period.h"
 
 #define DAY 86400000LL
 
@@ -34,18 +35,6 @@ at(const char *iso)
     tm.tm_hour = h;
     tm.tm_min = mi;
     return (int64_t) timegm(&tm) * 1000;
-}
-
-static apimon_period_t
-period(const char *text)
-{
-    apimon_period_t p;
-
-    if (apimon_period_parse(text, &p) != 0) {
-        fprintf(stderr, "bad test period %s\n", text);
-        exit(2);
-    }
-    return p;
 }
 
 /* ---- periods ------------------------------------------------------------ */

@@ -30,8 +30,11 @@ Apimon::Redis - private Redis server, RESP2 client and apimon helpers for tests
 
 Starts C<redis-server> on 127.0.0.1 and a free port, in its own temporary
 directory, C<--save ''>, not daemonized, as a forked child, and waits until it
-answers PING. Options: C<aof =E<gt> 1> (append-only file on, so C<restart>
-keeps the data), C<args =E<gt> [...]> (extra redis-server arguments),
+answers PING. By default with apimon's persistence requirements: append-only
+file in that directory (C<--appendonly yes --appendfsync everysec>, so
+C<restart> keeps the data) and C<--maxmemory-policy noeviction>. Options:
+C<aof =E<gt> 0> (Redis's own default instead: no append-only file, a restart
+loses the data; what the persistence checks warn about), C<args =E<gt> [...]> (extra redis-server arguments),
 C<server =E<gt> path> (default C<$ENV{APIMON_REDIS_SERVER}> or C<redis-server>),
 C<timeout =E<gt> seconds> (client read timeout, default 5).
 The server is stopped by C<stop>, when the object is destroyed, and at END
@@ -227,7 +230,9 @@ sub start {
     my $self = bless {
         host    => '127.0.0.1',
         dir     => tempdir('apimon-redis-XXXXXX', TMPDIR => 1, CLEANUP => 1),
-        aof     => $o{aof} ? 1 : 0,
+        # apimon's persistence requirements by default (README, "Redis");
+        # aof => 0 runs Redis's own default (RDB only) for tests of that
+        aof     => (exists $o{aof} && !$o{aof}) ? 0 : 1,
         args    => $o{args} || [],
         server  => $o{server} || $ENV{APIMON_REDIS_SERVER} || 'redis-server',
         timeout => $o{timeout} || 5,
@@ -257,6 +262,7 @@ sub _spawn {
     my ($self) = @_;
     my @argv = ($self->{server}, '--port', $self->{port}, '--bind', '127.0.0.1',
         '--dir', $self->{dir}, '--save', '', '--appendonly', $self->{aof} ? 'yes' : 'no',
+        ($self->{aof} ? ('--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction') : ()),
         '--daemonize', 'no', '--logfile', "$self->{dir}/redis.log",
         '--dbfilename', 'dump.rdb', @{ $self->{args} });
     my $parent = $$;
