@@ -216,9 +216,10 @@ local function check1(sk, digest, l)
   end
 
   -- every configured window, in reply order (GCRA: see core.lua); nums
-  -- gets each window's remaining and reset
+  -- gets each window's remaining and reset as if this call is counted;
+  -- b1/b3 (rate) and k2..k4 (index in nums) mark the windows that passed
   local rate_refused, quota_refused, retry, k = false, false, 0, 0
-  local w1, w2, w3, w4, t1, t3, tat, new, d
+  local w1, w2, w3, w4, t1, t3, tat, new, d, b1, b3, k2, k3, k4
 
   if g.pt then
     w1 = g.w['c:rate:plan'] or rate_state(g, 'c:rate:plan')
@@ -227,7 +228,7 @@ local function check1(sk, digest, l)
     new = tat + g.pt
     d = new - nowu
     if d <= g.pcap then
-      t1 = new
+      t1, b1 = new, tat
       nums[1], nums[2] = floor((g.pcap - d) / g.pt), ceil_us(d)
     else
       rate_refused = true
@@ -240,7 +241,8 @@ local function check1(sk, digest, l)
     w2 = g.w['c:quota:plan']
     if not w2 or w2.unit ~= g.pqu then w2 = quota_state(g, 'c:quota:plan', 'plan', g.pqu) end
     if w2.used < g.pqn then
-      nums[k + 1] = g.pqn - w2.used - 1
+      k2 = k + 1
+      nums[k2] = g.pqn - w2.used - 1
     else
       quota_refused = true
       if w2.retry > retry then retry = w2.retry end
@@ -257,7 +259,7 @@ local function check1(sk, digest, l)
     d = new - nowu
     local lcap = l.lcap
     if d <= lcap then
-      t3 = new
+      t3, b3, k3 = new, tat, k + 1
       nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), ceil_us(d)
     else
       rate_refused = true
@@ -271,7 +273,8 @@ local function check1(sk, digest, l)
     w4 = g.w[cqf]
     if not w4 or w4.unit ~= l.lqu then w4 = quota_state(g, cqf, l.scope, l.lqu) end
     if w4.used < nlqn then
-      nums[k + 1] = nlqn - w4.used - 1
+      k4 = k + 1
+      nums[k4] = nlqn - w4.used - 1
     else
       quota_refused = true
       if w4.retry > retry then retry = w4.retry end
@@ -283,6 +286,15 @@ local function check1(sk, digest, l)
 
   local f = g.fmt
   if g.floc ~= l or not f then f = reply_format(g, l, w2, w4) end
+
+  if quota_refused or rate_refused then
+    -- not counted: a window that passed shows its state without this call
+    -- (plan-rate at index 1 of nums, the others at k2, k3, k4)
+    if b1 then nums[1], nums[2] = floor((g.pcap - (b1 - nowu)) / g.pt), ceil_us(b1 - nowu) end
+    if k2 then nums[k2] = nums[k2] + 1 end
+    if b3 then nums[k3], nums[k3 + 1] = floor((l.lcap - (b3 - nowu)) / lt), ceil_us(b3 - nowu) end
+    if k4 then nums[k4] = nums[k4] + 1 end
+  end
 
   if quota_refused then
     count(g, l, 'quota_exceeded')
