@@ -207,6 +207,9 @@ typedef struct {
     ngx_uint_t                     retry_after;
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];
+    ngx_str_t                      key;       /* as sent: redacted in logs */
+    ngx_str_t                      key_arg;   /* "api_key" of $arg_api_key */
+    ngx_http_log_handler_pt        log_handler;   /* nginx's, wrapped */
     unsigned                       legacy_headers:1;
     unsigned                       waiting:1; /* queued or in a batch */
     unsigned                       queued:1;

@@ -94,6 +94,12 @@ static ngx_int_t ngx_http_apimon_remove_header(ngx_http_request_t *r,
     ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_apimon_hide_arg(ngx_http_request_t *r,
     ngx_str_t *name);
+static void ngx_http_apimon_redact_log(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf);
+static u_char *ngx_http_apimon_log_handler(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+static u_char *ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx,
+    u_char *p, u_char *last, u_char *buf, u_char *end);
 
 
 
@@ -185,6 +191,8 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
 
     ctx->legacy_headers = alcf->legacy_headers;
 
+    ngx_http_apimon_redact_log(r, ctx, alcf);
+
     if (alcf->api.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "apimon: \"apimon_api\" is not set for this location");
@@ -194,6 +202,8 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
     if (ngx_http_complex_value(r, alcf->key, &key) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->key = key;
 
     if (alcf->hide_key) {
         if (alcf->hide_header.len) {
@@ -1112,4 +1122,104 @@ ngx_http_apimon_hide_arg(ngx_http_request_t *r, ngx_str_t *name)
     r->valid_unparsed_uri = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * The context nginx appends to a request's error log lines (client, server,
+ * request line, upstream, host, referrer) would carry a key sent in the
+ * query string, and in a referrer: the request's log handler is wrapped so
+ * that every line logged with it from the access phase on, apimon's and
+ * nginx's, shows "[redacted]" instead of the key argument's value and of
+ * the key itself.
+ */
+
+#define NGX_HTTP_APIMON_REDACTED      "[redacted]"
+#define NGX_HTTP_APIMON_REDACT_MIN    8       /* shorter keys: by name only */
+
+static void
+ngx_http_apimon_redact_log(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
+    ngx_http_apimon_loc_conf_t *alcf)
+{
+    if (r != r->main || r->log_handler == ngx_http_apimon_log_handler) {
+        return;
+    }
+
+    ctx->key_arg = alcf->hide_arg;
+    ctx->log_handler = r->log_handler;
+    r->log_handler = ngx_http_apimon_log_handler;
+}
+
+
+static u_char *
+ngx_http_apimon_log_handler(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                  *p;
+    u_char                   text[NGX_MAX_ERROR_STR];
+    ngx_http_apimon_ctx_t   *ctx;
+
+    ctx = ngx_http_apimon_get_ctx(r);
+
+    if (ctx == NULL || ctx->log_handler == NULL) {
+        /* cannot happen: the context lives as long as the request */
+        return ngx_snprintf(buf, len, ", request: " NGX_HTTP_APIMON_REDACTED);
+    }
+
+    if (len > sizeof(text)) {
+        len = sizeof(text);
+    }
+
+    p = ctx->log_handler(r, sr, text, len);
+
+    return ngx_http_apimon_redact(ctx, text, p, buf, buf + len);
+}
+
+
+/* copy [p, last) to buf, the key argument's values and the key redacted */
+
+static u_char *
+ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx, u_char *p, u_char *last,
+    u_char *buf, u_char *end)
+{
+    size_t      n;
+    ngx_str_t  *arg, *key;
+
+    arg = &ctx->key_arg;
+    key = &ctx->key;
+
+    while (p < last && buf < end) {
+
+        if (arg->len
+            && (*p == '?' || *p == '&')
+            && (size_t) (last - p) > arg->len + 1
+            && p[arg->len + 1] == '='
+            && ngx_strncasecmp(p + 1, arg->data, arg->len) == 0)
+        {
+            n = ngx_min((size_t) (end - buf), arg->len + 2);
+            buf = ngx_cpymem(buf, p, n);
+            p += arg->len + 2;
+
+            while (p < last && *p != '&' && *p != '#' && *p != ' '
+                   && *p != '"')
+            {
+                p++;
+            }
+
+        } else if (key->len >= NGX_HTTP_APIMON_REDACT_MIN
+                   && (size_t) (last - p) >= key->len
+                   && ngx_strncmp(p, key->data, key->len) == 0)
+        {
+            p += key->len;
+
+        } else {
+            *buf++ = *p++;
+            continue;
+        }
+
+        n = ngx_min((size_t) (end - buf), sizeof(NGX_HTTP_APIMON_REDACTED) - 1);
+        buf = ngx_cpymem(buf, NGX_HTTP_APIMON_REDACTED, n);
+    }
+
+    return buf;
 }
