@@ -1,7 +1,10 @@
 -- check: the per-request decision (hot path), for a batch of requests.
 -- KEYS[i] is the subscription of request i; ARGV: now, the number of
 -- locations L, L groups of 6 (api, rate n, rate w, quota n, quota unit,
--- scope), then per request its key digest and location number (1..L).
+-- scope), then per request its key digest and location number (1..L),
+-- then optionally the batch id "<worker>:<slot>:<seq>": the script then
+-- records what it counted under apimon:batch:<worker>:<slot>, so that
+-- check_refund can undo it for requests that got no answer from it.
 -- Each request is decided as if it were alone, in
 -- order: a later one sees the counts of an earlier one (the script is
 -- atomic, so nobody else can tell that the writes are gathered at the end).
@@ -18,8 +21,14 @@ return apimon_run(function()
 local now = apimon_now(ARGV[1])
 local nowu = now * 1000   -- GCRA runs in microseconds (core.lua)
 local n, nloc = #KEYS, tonumber(ARGV[2]) or -1
-if nloc < 0 or #ARGV ~= 2 + 6 * nloc + 2 * n then
-  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6 and 2 per key')
+local bid = ARGV[3 + 6 * nloc + 2 * n]
+if nloc < 0 or #ARGV < 2 + 6 * nloc + 2 * n or #ARGV > 3 + 6 * nloc + 2 * n then
+  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6, 2 per key and a batch id')
+end
+local bkey
+if bid then
+  bkey = bid:match('^([%w._-]+:%d+):%d+$')
+  if not bkey then apimon_err('bad_request', 'check: bad batch id: ' .. bid) end
 end
 local tonumber, max = tonumber, math.max
 
@@ -204,15 +213,15 @@ local function check1(sk, digest, l)
     if lr or lq then g = load(sk, crf, cqf) else g = load(sk) end
   end
   if not g.kp or digest == '' or (digest ~= g.kp and digest ~= g.ks) then
-    return 'invalid_key||||0'
+    return 'invalid_key||||0', '-'
   end
   if g.inactive then
     count(g, l, 'inactive')
-    return 'inactive' .. g.head .. '0'
+    return 'inactive' .. g.head .. '0', 'i'
   end
   if not g.apis:find(l.needle, 1, true) then
     count(g, l, 'not_entitled')
-    return 'not_entitled' .. g.head .. '0'
+    return 'not_entitled' .. g.head .. '0', 'n'
   end
 
   -- every configured window, in reply order (GCRA: see core.lua); nums
@@ -298,10 +307,10 @@ local function check1(sk, digest, l)
 
   if quota_refused then
     count(g, l, 'quota_exceeded')
-    return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k))
+    return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k)), 'q'
   elseif rate_refused then
     count(g, l, 'rate_limited')
-    return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k))
+    return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k)), 'r'
   end
 
   -- all passed: count in every window (written at the end)
@@ -322,24 +331,35 @@ local function check1(sk, digest, l)
     if not w4.dirty then dirty(g, cqf, w4) end
   end
   count(g, l, 'ok')
-  return sfmt(f, 'allowed', 0, unpack(nums, 1, k))
+  return sfmt(f, 'allowed', 0, unpack(nums, 1, k)), 'a'
 end
 
-local reply = {}
+-- the batch record (check_refund): now, the locations as given, then per
+-- request its key, location and what was counted (the first letter of
+-- the result; '-' nothing)
+local reply, rec, counted = {}, nil, false
+if bid then
+  rec = { bid, fmt(now), unpack(ARGV, 2, 2 + 6 * nloc) }
+end
 for i = 1, n do
   local a = 2 + 6 * nloc + 2 * i
-  local l, ok, res = locs[tonumber(ARGV[a])]
+  local l, ok, res, code = locs[tonumber(ARGV[a])]
   if l then
-    ok, res = pcall(check1, KEYS[i], ARGV[a - 1], l)
+    ok, res, code = pcall(check1, KEYS[i], ARGV[a - 1], l)
   else
     ok, res = false, 'no such location: ' .. tostring(ARGV[a])
   end
   if not ok then
     -- this request alone fails; it changed nothing
     if type(res) == 'table' then res = res.apimon or res.err end
-    res = '!' .. tostring(res)
+    res, code = '!' .. tostring(res), '-'
   end
   reply[i] = res
+  if rec then
+    local r = #rec
+    rec[r + 1], rec[r + 2], rec[r + 3] = KEYS[i], ARGV[a], code
+    if code ~= '-' then counted = true end
+  end
 end
 
 -- the writes: one HSET per subscription, archives, usage counts
@@ -370,6 +390,10 @@ for _, uk in ipairs(uorder) do
       armed = true
     end
   end
+end
+if counted then
+  -- kept for a minute: a refund comes within seconds of a reconnect
+  redis.call('SET', 'apimon:batch:' .. bkey, table.concat(rec, '\n'), 'PX', 60000)
 end
 return reply
 end)
