@@ -57,6 +57,7 @@ struct ngx_http_apimon_redis_call_s {
 
     unsigned                           queued:1;
     unsigned                           finished:1;
+    unsigned                           sent:1;
 };
 
 
@@ -200,6 +201,13 @@ ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call)
     if (call->in_redis == 0) {
         ngx_http_apimon_redis_free(call);
     }
+}
+
+
+ngx_uint_t
+ngx_http_apimon_redis_sent(ngx_http_apimon_redis_call_t *call)
+{
+    return call->sent;
 }
 
 
@@ -598,6 +606,11 @@ ngx_http_apimon_redis_ready_state(void)
     rs->state = NGX_HTTP_APIMON_REDIS_READY;
     rs->failures = 0;
     rs->backoff = NGX_HTTP_APIMON_BACKOFF_MIN;
+
+    /* first, what the handler owes Redis (refunds) */
+    if (rs->amcf->redis_ready) {
+        rs->amcf->redis_ready();
+    }
 
     while (!ngx_queue_empty(&rs->waiting)) {
         q = ngx_queue_head(&rs->waiting);
@@ -1067,6 +1080,7 @@ ngx_http_apimon_redis_send(ngx_http_apimon_redis_call_t *call,
     }
 
     call->in_redis++;
+    call->sent = 1;
 
     return NGX_OK;
 }
