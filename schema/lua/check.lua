@@ -334,13 +334,9 @@ local function check1(sk, digest, l)
   return sfmt(f, 'allowed', 0, unpack(nums, 1, k)), 'a'
 end
 
--- the batch record (check_refund): now, the locations as given, then per
--- request its key, location and what was counted (the first letter of
--- the result; '-' nothing)
-local reply, rec, counted = {}, nil, false
-if bid then
-  rec = { bid, fmt(now), unpack(ARGV, 2, 2 + 6 * nloc) }
-end
+-- for the batch record (check_refund): per request what was counted (the
+-- first letter of the result; '-' nothing) and its location
+local reply, cl, counted = {}, {}, false
 for i = 1, n do
   local a = 2 + 6 * nloc + 2 * i
   local l, ok, res, code = locs[tonumber(ARGV[a])]
@@ -355,11 +351,8 @@ for i = 1, n do
     res, code = '!' .. tostring(res), '-'
   end
   reply[i] = res
-  if rec then
-    local r = #rec
-    rec[r + 1], rec[r + 2], rec[r + 3] = KEYS[i], ARGV[a], code
-    if code ~= '-' then counted = true end
-  end
+  cl[2 * i - 1], cl[2 * i] = code, ARGV[a]
+  if code ~= '-' then counted = true end
 end
 
 -- the writes: one HSET per subscription, archives, usage counts
@@ -391,9 +384,13 @@ for _, uk in ipairs(uorder) do
     end
   end
 end
-if counted then
+if bid and counted then
+  -- lines: the id, now, the locations as given, the keys, 2 per request;
   -- kept for a minute: a refund comes within seconds of a reconnect
-  redis.call('SET', 'apimon:batch:' .. bkey, table.concat(rec, '\n'), 'PX', 60000)
+  local concat = table.concat
+  redis.call('SET', 'apimon:batch:' .. bkey, bid .. '\n' .. fmt(now) .. '\n' ..
+    concat(ARGV, '\n', 2, 2 + 6 * nloc) .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
+    'PX', 60000)
 end
 return reply
 end)

@@ -20,7 +20,7 @@ redis.call('DEL', bk)
 
 local now, nloc = tonumber(rec[2]), tonumber(rec[3])
 local base = 3 + 6 * nloc
-local n = (#rec - base) / 3
+local n = (#rec - base) / 3   -- per request a key line, then a code and a location line
 local day = ymd(now)
 local REASON = { a = 'ok', i = 'inactive', n = 'not_entitled', r = 'rate_limited', q = 'quota_exceeded' }
 
@@ -53,8 +53,8 @@ local function rate_back(sk, scope, rn, rw)
 end
 
 local function refund(i)
-  local r = base + 3 * (i - 1)
-  local sk, loc, code = rec[r + 1], tonumber(rec[r + 2]), rec[r + 3]
+  local r = base + n + 2 * (i - 1)
+  local sk, code, loc = rec[base + i], rec[r + 1], tonumber(rec[r + 2])
   local reason = REASON[code]
   if not reason or not loc or loc < 1 or loc > nloc then return 0 end
   local a = 4 + 6 * (loc - 1)
