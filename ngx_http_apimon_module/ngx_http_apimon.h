@@ -58,6 +58,9 @@ typedef struct {
     /* made with the configuration, used by each worker after the fork */
     ngx_http_apimon_redis_t   *redis;
     ngx_http_apimon_batcher_t *batcher;
+
+    /* run by the transport each time the connection is ready */
+    void                     (*redis_ready)(void);
 } ngx_http_apimon_main_conf_t;
 
 
@@ -113,6 +116,12 @@ ngx_http_apimon_redis_call_t *ngx_http_apimon_redis_command(int argc,
     ngx_http_apimon_redis_handler_pt handler, void *data);
 
 void ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call);
+
+/*
+ * during its handler: whether the call was written to a connection (then a
+ * script may have run although no reply came)
+ */
+ngx_uint_t ngx_http_apimon_redis_sent(ngx_http_apimon_redis_call_t *call);
 
 /* NGX_OK while the connection is up and its scripts are loaded */
 ngx_int_t ngx_http_apimon_redis_ready(void);
@@ -207,6 +216,9 @@ typedef struct {
     ngx_uint_t                     retry_after;
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];
+    ngx_str_t                      key;       /* as sent: redacted in logs */
+    ngx_str_t                      key_arg;   /* "api_key" of $arg_api_key */
+    ngx_http_log_handler_pt        log_handler;   /* nginx's, wrapped */
     unsigned                       legacy_headers:1;
     unsigned                       waiting:1; /* queued or in a batch */
     unsigned                       queued:1;

@@ -13,6 +13,13 @@
  * (or until a full batch is queued): Redis is busy then anyway, and the
  * next batch gets larger, so each check costs Redis less when it is loaded.
  *
+ * A check counts in Redis whether or not its answer reaches the request:
+ * each batch carries an id under which the script records what it counted,
+ * and the requests that got no answer from it (the client went away, the
+ * reply timed out or the connection was lost) are refunded afterwards with
+ * the "check_refund" script: at once when the reply came, else when the
+ * connection is ready again.
+ *
  * The handler runs again when the request is resumed, and again after an
  * internal redirect (try_files, index, error_page): the context is found
  * through the request pool's cleanup list, so a request is checked (and
@@ -28,15 +35,41 @@
  * locations, 6 per location (at most one per request), 2 per request
  */
 #define NGX_HTTP_APIMON_BATCH_MAX   64
-#define NGX_HTTP_APIMON_BATCH_ARGS  (3 + 9 * NGX_HTTP_APIMON_BATCH_MAX)
+#define NGX_HTTP_APIMON_BATCH_ARGS  (4 + 9 * NGX_HTTP_APIMON_BATCH_MAX)
+
+
+/*
+ * Batch records: a worker uses NGX_HTTP_APIMON_SLOTS record keys in turn,
+ * apimon:batch:<worker>:<slot>; a slot is busy from the batch's send until
+ * its reply, or until its refund is done.  A batch sent while every slot is
+ * busy carries no id: what it counts cannot be refunded.
+ */
+#define NGX_HTTP_APIMON_SLOTS       64
+#define NGX_HTTP_APIMON_WORKER_LEN  (3 * NGX_INT_T_LEN)
+
+#define NGX_HTTP_APIMON_SLOT_FREE   0
+#define NGX_HTTP_APIMON_SLOT_BATCH  1        /* its batch is in flight */
+#define NGX_HTTP_APIMON_SLOT_REFUND 2        /* a refund is due */
+
+
+typedef struct {
+    ngx_uint_t                     state;
+    ngx_uint_t                     seq;       /* of the batch recorded */
+    uint64_t                       mask;      /* requests to refund */
+    ngx_http_apimon_redis_call_t  *call;      /* the refund in flight */
+    unsigned                       all:1;     /* every request */
+} ngx_http_apimon_slot_t;
 
 
 /*
  * A batch in flight.  A request that goes away drops out (its slot becomes
- * NULL); when none is left the Redis call is cancelled.
+ * NULL); when none is left, the reply is still awaited when the batch has
+ * a record (its counts are then refunded), else the call is cancelled.
  */
 struct ngx_http_apimon_batch_s {
     ngx_http_apimon_redis_call_t  *call;
+    ngx_queue_t                    queue;     /* bt->batches */
+    ngx_int_t                      slot;      /* -1: no record */
     ngx_uint_t                     n;
     ngx_uint_t                     live;
     unsigned                       replying:1;
@@ -47,16 +80,26 @@ struct ngx_http_apimon_batch_s {
 /* the worker's checks waiting to be sent, and the scratch to send them */
 struct ngx_http_apimon_batcher_s {
     ngx_int_t                      script;    /* index of "check" */
+    ngx_int_t                      refund;    /* ... of "check_refund" */
     ngx_queue_t                    pending;   /* ctx->queue */
+    ngx_queue_t                    batches;   /* in flight */
     ngx_uint_t                     npending;
     ngx_uint_t                     inflight;  /* batches sent, reply due */
     ngx_event_t                    flush;     /* posted */
     ngx_connection_t               dummy;     /* event data (debug log) */
     unsigned                       initialized:1;
 
+    /* this worker's name in record keys: pid, start time, random */
+    u_char                         worker[NGX_HTTP_APIMON_WORKER_LEN];
+    size_t                         worker_len;
+    ngx_uint_t                     seq;
+    ngx_uint_t                     next_slot;
+    ngx_http_apimon_slot_t         slots[NGX_HTTP_APIMON_SLOTS];
+
     /* not 10 KB of stack: the transport copies the arguments */
     u_char                         nums[3 * NGX_HTTP_APIMON_BATCH_MAX
-                                        * NGX_INT_T_LEN];
+                                        * NGX_INT_T_LEN
+                                        + NGX_HTTP_APIMON_WORKER_LEN];
     const char                    *argv[NGX_HTTP_APIMON_BATCH_ARGS];
     size_t                         argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
     ngx_uint_t                     loc_of[NGX_HTTP_APIMON_BATCH_MAX];
@@ -80,6 +123,14 @@ static void ngx_http_apimon_batch_sent(void);
 static void ngx_http_apimon_batch_fail(ngx_http_apimon_batch_t *b);
 static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
     void *data);
+static void ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b);
+static ngx_int_t ngx_http_apimon_slot_take(ngx_http_apimon_batcher_t *bt);
+static void ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b,
+    uint64_t mask, ngx_uint_t all);
+static void ngx_http_apimon_refund_send(ngx_uint_t slot);
+static void ngx_http_apimon_refund_done(redisReply *reply, const char *err,
+    void *data);
+static void ngx_http_apimon_refund_ready(void);
 static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 static void ngx_http_apimon_check_result(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
@@ -94,6 +145,12 @@ static ngx_int_t ngx_http_apimon_remove_header(ngx_http_request_t *r,
     ngx_list_part_t *part, ngx_uint_t i);
 static ngx_int_t ngx_http_apimon_hide_arg(ngx_http_request_t *r,
     ngx_str_t *name);
+static void ngx_http_apimon_redact_log(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf);
+static u_char *ngx_http_apimon_log_handler(ngx_http_request_t *r,
+    ngx_http_request_t *sr, u_char *buf, size_t len);
+static u_char *ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx,
+    u_char *p, u_char *last, u_char *buf, u_char *end);
 
 
 
@@ -141,12 +198,16 @@ ngx_http_apimon_handler_init(ngx_conf_t *cf)
     amcf->batcher = bt;
 
     bt->script = ngx_http_apimon_redis_script_index("check");
+    bt->refund = ngx_http_apimon_redis_script_index("check_refund");
 
-    if (bt->script == NGX_ERROR) {
+    if (bt->script == NGX_ERROR || bt->refund == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "apimon: the \"check\" script is not compiled in");
+                           "apimon: the \"check\" scripts are not "
+                           "compiled in");
         return NGX_ERROR;
     }
+
+    amcf->redis_ready = ngx_http_apimon_refund_ready;
 
     return NGX_OK;
 }
@@ -185,6 +246,8 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
 
     ctx->legacy_headers = alcf->legacy_headers;
 
+    ngx_http_apimon_redact_log(r, ctx, alcf);
+
     if (alcf->api.len == 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "apimon: \"apimon_api\" is not set for this location");
@@ -194,6 +257,8 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
     if (ngx_http_complex_value(r, alcf->key, &key) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->key = key;
 
     if (alcf->hide_key) {
         if (alcf->hide_header.len) {
@@ -333,12 +398,25 @@ ngx_http_apimon_create_ctx(ngx_http_request_t *r)
 void
 ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf)
 {
+    ngx_queue_t                *q;
+    ngx_http_apimon_batch_t    *b;
     ngx_http_apimon_batcher_t  *bt;
 
     bt = amcf->batcher;
 
-    if (bt->initialized && bt->flush.posted) {
+    if (!bt->initialized) {
+        return;
+    }
+
+    if (bt->flush.posted) {
         ngx_delete_posted_event(&bt->flush);
+    }
+
+    /* the transport forgets their calls without running the handlers */
+    while (!ngx_queue_empty(&bt->batches)) {
+        q = ngx_queue_head(&bt->batches);
+        b = ngx_queue_data(q, ngx_http_apimon_batch_t, queue);
+        ngx_http_apimon_batch_free(b);
     }
 }
 
@@ -367,10 +445,10 @@ ngx_http_apimon_cleanup(void *data)
     ctx->batch = NULL;
     b->ctx[ctx->index] = NULL;
 
-    if (--b->live == 0 && !b->replying) {
-        /* nobody waits for this reply any more */
+    if (--b->live == 0 && !b->replying && b->slot < 0) {
+        /* nobody waits for this reply any more, and it cannot be refunded */
         ngx_http_apimon_redis_cancel(b->call);
-        ngx_free(b);
+        ngx_http_apimon_batch_free(b);
         ngx_http_apimon_batch_sent();
     }
 }
@@ -387,6 +465,10 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 
     if (!bt->initialized) {
         ngx_queue_init(&bt->pending);
+        ngx_queue_init(&bt->batches);
+        bt->worker_len = ngx_sprintf(bt->worker, "%P.%xT.%xi", ngx_pid,
+                                     ngx_time(), (ngx_uint_t) ngx_random())
+                         - bt->worker;
         bt->dummy.fd = (ngx_socket_t) -1;
         bt->flush.handler = ngx_http_apimon_batch_flush;
         bt->flush.data = &bt->dummy;
@@ -585,9 +667,22 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
         ctx->index = i;
     }
 
+    b->slot = ngx_http_apimon_slot_take(bt);
+
+    if (b->slot >= 0) {
+        /* the batch id "<worker>:<slot>:<seq>" (check_refund) */
+        len = ngx_sprintf(p, "%*s:%i:%ui", bt->worker_len, bt->worker,
+                          b->slot, bt->slots[b->slot].seq)
+              - p;
+        argv[a] = (const char *) p;
+        argvlen[a++] = len;
+        p += len;
+    }
+
     b->n = n;
     b->live = n;
     b->replying = 0;
+    ngx_queue_insert_tail(&bt->batches, &b->queue);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "apimon: batch %p of %ui checks, %ui locations",
@@ -630,7 +725,8 @@ ngx_http_apimon_batch_fail(ngx_http_apimon_batch_t *b)
         ngx_http_apimon_resume(ctx);
     }
 
-    ngx_free(b);
+    ngx_http_apimon_slot_release(b, 0, 0);
+    ngx_http_apimon_batch_free(b);
     ngx_http_apimon_batch_sent();
 }
 
@@ -640,11 +736,18 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 {
     ngx_http_apimon_batch_t  *b = data;
 
-    ngx_uint_t              i;
+    uint64_t                refund;
+    ngx_uint_t              i, all, ran;
     redisReply             *e;
     ngx_http_apimon_ctx_t  *ctx;
 
     b->replying = 1;
+
+    /* no reply to a call that was sent: the script may have run */
+    all = (reply == NULL && ngx_http_apimon_redis_sent(b->call));
+    ran = 0;
+    refund = 0;
+
     b->call = NULL;
 
     if (reply == NULL) {
@@ -661,18 +764,23 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "apimon: unexpected reply from the check script");
         reply = NULL;
+
+    } else {
+        ran = 1;
     }
 
     /*
      * resuming one request may finalize others of the batch (a shared
      * HTTP/2 connection): their cleanup empties their slots, so look again
-     * at every slot, and free the batch only at the end
+     * at every slot, and free the batch only at the end; a request gone
+     * before its turn got no answer: refund what the script counted for it
      */
 
     for (i = 0; i < b->n; i++) {
         ctx = b->ctx[i];
 
         if (ctx == NULL) {
+            refund |= (uint64_t) ran << i;
             continue;
         }
 
@@ -695,13 +803,206 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
                               "script");
                 ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
             }
+
+            if (ctx->result == NGX_HTTP_APIMON_REDIS_ERROR) {
+                /* answered as if Redis had failed (ran is 1 here) */
+                refund |= (uint64_t) 1 << i;
+            }
         }
 
         ngx_http_apimon_resume(ctx);
     }
 
-    ngx_free(b);
+    ngx_http_apimon_slot_release(b, refund, all);
+    ngx_http_apimon_batch_free(b);
     ngx_http_apimon_batch_sent();
+}
+
+
+static void
+ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b)
+{
+    ngx_queue_remove(&b->queue);
+    ngx_free(b);
+}
+
+
+/* refunds: see the top of the file, and schema/README.md (check_refund) */
+
+static ngx_int_t
+ngx_http_apimon_slot_take(ngx_http_apimon_batcher_t *bt)
+{
+    ngx_uint_t               i, k;
+    ngx_http_apimon_slot_t  *slot;
+
+    for (k = 0; k < NGX_HTTP_APIMON_SLOTS; k++) {
+        i = (bt->next_slot + k) % NGX_HTTP_APIMON_SLOTS;
+        slot = &bt->slots[i];
+
+        if (slot->state == NGX_HTTP_APIMON_SLOT_FREE) {
+            slot->state = NGX_HTTP_APIMON_SLOT_BATCH;
+            slot->seq = ++bt->seq;
+            bt->next_slot = i + 1;
+            return (ngx_int_t) i;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                  "apimon: %d check batches await a reply or a refund: "
+                  "this one cannot be refunded", NGX_HTTP_APIMON_SLOTS);
+
+    return -1;
+}
+
+
+/*
+ * The batch's reply came (or never will): its slot is free, or owes a
+ * refund of the requests in "mask" (or of "all"), sent at once while the
+ * connection is up, else when it is ready again (a refund that fails is
+ * kept for then too).  A connection that timed out is dropped after this:
+ * the refund sent on it fails, it is never written before the drop.
+ */
+
+static void
+ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b, uint64_t mask,
+    ngx_uint_t all)
+{
+    ngx_http_apimon_slot_t  *slot;
+
+    if (b->slot < 0) {
+        return;
+    }
+
+    slot = &ngx_http_apimon_batcher_get()->slots[b->slot];
+
+    if (mask == 0 && !all) {
+        slot->state = NGX_HTTP_APIMON_SLOT_FREE;
+        return;
+    }
+
+    slot->state = NGX_HTTP_APIMON_SLOT_REFUND;
+    slot->mask = mask;
+    slot->all = all;
+
+    if (ngx_http_apimon_redis_ready() == NGX_OK) {
+        ngx_http_apimon_refund_send(b->slot);
+    }
+}
+
+
+static void
+ngx_http_apimon_refund_send(ngx_uint_t i)
+{
+    u_char                      *p;
+    ngx_uint_t                   k;
+    const char                  *argv[4];
+    size_t                       argvlen[4];
+    ngx_http_apimon_slot_t      *slot;
+    ngx_http_apimon_batcher_t   *bt;
+    u_char                       key[sizeof("apimon:batch::") - 1
+                                     + NGX_HTTP_APIMON_WORKER_LEN
+                                     + NGX_INT_T_LEN];
+    u_char                       id[NGX_HTTP_APIMON_WORKER_LEN
+                                    + 2 * NGX_INT_T_LEN + 2];
+    u_char                       list[4 * NGX_HTTP_APIMON_BATCH_MAX];
+
+    bt = ngx_http_apimon_batcher_get();
+    slot = &bt->slots[i];
+
+    argv[0] = "1";
+    argvlen[0] = 1;
+
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "apimon:batch:%*s:%ui",
+                             bt->worker_len, bt->worker, i)
+                 - key;
+
+    argv[2] = (const char *) id;
+    argvlen[2] = ngx_sprintf(id, "%*s:%ui:%ui", bt->worker_len, bt->worker,
+                             i, slot->seq)
+                 - id;
+
+    if (slot->all) {
+        argv[3] = "*";
+        argvlen[3] = 1;
+
+    } else {
+        p = list;
+
+        for (k = 0; k < NGX_HTTP_APIMON_BATCH_MAX; k++) {
+            if (slot->mask & ((uint64_t) 1 << k)) {
+                p = ngx_sprintf(p, "%s%ui", p == list ? "" : ",", k + 1);
+            }
+        }
+
+        argv[3] = (const char *) list;
+        argvlen[3] = p - list;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "apimon: refund of batch %*s", argvlen[2], id);
+
+    slot->call = ngx_http_apimon_redis_script(bt->refund, 4, argv, argvlen, 0,
+                                              ngx_http_apimon_refund_done,
+                                              slot);
+}
+
+
+static void
+ngx_http_apimon_refund_done(redisReply *reply, const char *err, void *data)
+{
+    ngx_http_apimon_slot_t  *slot = data;
+
+    slot->call = NULL;
+
+    if (reply == NULL) {
+        /* tried again when the connection is ready */
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "apimon: refund deferred: %s", err);
+        return;
+    }
+
+    slot->state = NGX_HTTP_APIMON_SLOT_FREE;
+
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->integer > 0) {
+            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                          "apimon: refunded %L checks that got no answer",
+                          (int64_t) reply->integer);
+        }
+
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "apimon: the refund script failed: %*s",
+                      (size_t) reply->len, reply->str);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "apimon: unexpected reply from the refund script");
+}
+
+
+/* the transport is ready (again): send the refunds due */
+
+static void
+ngx_http_apimon_refund_ready(void)
+{
+    ngx_uint_t                  i;
+    ngx_http_apimon_batcher_t  *bt;
+
+    bt = ngx_http_apimon_batcher_get();
+
+    for (i = 0; i < NGX_HTTP_APIMON_SLOTS; i++) {
+        if (bt->slots[i].state == NGX_HTTP_APIMON_SLOT_REFUND
+            && bt->slots[i].call == NULL)
+        {
+            ngx_http_apimon_refund_send(i);
+        }
+    }
 }
 
 
@@ -1112,4 +1413,104 @@ ngx_http_apimon_hide_arg(ngx_http_request_t *r, ngx_str_t *name)
     r->valid_unparsed_uri = 0;
 
     return NGX_OK;
+}
+
+
+/*
+ * The context nginx appends to a request's error log lines (client, server,
+ * request line, upstream, host, referrer) would carry a key sent in the
+ * query string, and in a referrer: the request's log handler is wrapped so
+ * that every line logged with it from the access phase on, apimon's and
+ * nginx's, shows "[redacted]" instead of the key argument's value and of
+ * the key itself.
+ */
+
+#define NGX_HTTP_APIMON_REDACTED      "[redacted]"
+#define NGX_HTTP_APIMON_REDACT_MIN    8       /* shorter keys: by name only */
+
+static void
+ngx_http_apimon_redact_log(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
+    ngx_http_apimon_loc_conf_t *alcf)
+{
+    if (r != r->main || r->log_handler == ngx_http_apimon_log_handler) {
+        return;
+    }
+
+    ctx->key_arg = alcf->hide_arg;
+    ctx->log_handler = r->log_handler;
+    r->log_handler = ngx_http_apimon_log_handler;
+}
+
+
+static u_char *
+ngx_http_apimon_log_handler(ngx_http_request_t *r, ngx_http_request_t *sr,
+    u_char *buf, size_t len)
+{
+    u_char                  *p;
+    u_char                   text[NGX_MAX_ERROR_STR];
+    ngx_http_apimon_ctx_t   *ctx;
+
+    ctx = ngx_http_apimon_get_ctx(r);
+
+    if (ctx == NULL || ctx->log_handler == NULL) {
+        /* cannot happen: the context lives as long as the request */
+        return ngx_snprintf(buf, len, ", request: " NGX_HTTP_APIMON_REDACTED);
+    }
+
+    if (len > sizeof(text)) {
+        len = sizeof(text);
+    }
+
+    p = ctx->log_handler(r, sr, text, len);
+
+    return ngx_http_apimon_redact(ctx, text, p, buf, buf + len);
+}
+
+
+/* copy [p, last) to buf, the key argument's values and the key redacted */
+
+static u_char *
+ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx, u_char *p, u_char *last,
+    u_char *buf, u_char *end)
+{
+    size_t      n;
+    ngx_str_t  *arg, *key;
+
+    arg = &ctx->key_arg;
+    key = &ctx->key;
+
+    while (p < last && buf < end) {
+
+        if (arg->len
+            && (*p == '?' || *p == '&')
+            && (size_t) (last - p) > arg->len + 1
+            && p[arg->len + 1] == '='
+            && ngx_strncasecmp(p + 1, arg->data, arg->len) == 0)
+        {
+            n = ngx_min((size_t) (end - buf), arg->len + 2);
+            buf = ngx_cpymem(buf, p, n);
+            p += arg->len + 2;
+
+            while (p < last && *p != '&' && *p != '#' && *p != ' '
+                   && *p != '"')
+            {
+                p++;
+            }
+
+        } else if (key->len >= NGX_HTTP_APIMON_REDACT_MIN
+                   && (size_t) (last - p) >= key->len
+                   && ngx_strncmp(p, key->data, key->len) == 0)
+        {
+            p += key->len;
+
+        } else {
+            *buf++ = *p++;
+            continue;
+        }
+
+        n = ngx_min((size_t) (end - buf), sizeof(NGX_HTTP_APIMON_REDACTED) - 1);
+        buf = ngx_cpymem(buf, NGX_HTTP_APIMON_REDACTED, n);
+    }
+
+    return buf;
 }

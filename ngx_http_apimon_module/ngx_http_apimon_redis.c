@@ -57,6 +57,7 @@ struct ngx_http_apimon_redis_call_s {
 
     unsigned                           queued:1;
     unsigned                           finished:1;
+    unsigned                           sent:1;
 };
 
 
@@ -203,6 +204,13 @@ ngx_http_apimon_redis_cancel(ngx_http_apimon_redis_call_t *call)
     if (call->in_redis == 0) {
         ngx_http_apimon_redis_free(call);
     }
+}
+
+
+ngx_uint_t
+ngx_http_apimon_redis_sent(ngx_http_apimon_redis_call_t *call)
+{
+    return call->sent;
 }
 
 
@@ -739,6 +747,11 @@ ngx_http_apimon_redis_ready_state(void)
     rs->failures = 0;
     rs->backoff = NGX_HTTP_APIMON_BACKOFF_MIN;
 
+    /* first, what the handler owes Redis (refunds) */
+    if (rs->amcf->redis_ready) {
+        rs->amcf->redis_ready();
+    }
+
     while (!ngx_queue_empty(&rs->waiting)) {
         q = ngx_queue_head(&rs->waiting);
         call = ngx_queue_data(q, ngx_http_apimon_redis_call_t, wait);
@@ -1207,6 +1220,7 @@ ngx_http_apimon_redis_send(ngx_http_apimon_redis_call_t *call,
     }
 
     call->in_redis++;
+    call->sent = 1;
 
     return NGX_OK;
 }

@@ -1,7 +1,10 @@
 -- check: the per-request decision (hot path), for a batch of requests.
 -- KEYS[i] is the subscription of request i; ARGV: now, the number of
 -- locations L, L groups of 6 (api, rate n, rate w, quota n, quota unit,
--- scope), then per request its key digest and location number (1..L).
+-- scope), then per request its key digest and location number (1..L),
+-- then optionally the batch id "<worker>:<slot>:<seq>": the script then
+-- records what it counted under apimon:batch:<worker>:<slot>, so that
+-- check_refund can undo it for requests that got no answer from it.
 -- Each request is decided as if it were alone, in
 -- order: a later one sees the counts of an earlier one (the script is
 -- atomic, so nobody else can tell that the writes are gathered at the end).
@@ -18,8 +21,14 @@ return apimon_run(function()
 local now = apimon_now(ARGV[1])
 local nowu = now * 1000   -- GCRA runs in microseconds (core.lua)
 local n, nloc = #KEYS, tonumber(ARGV[2]) or -1
-if nloc < 0 or #ARGV ~= 2 + 6 * nloc + 2 * n then
-  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6 and 2 per key')
+local bid = ARGV[3 + 6 * nloc + 2 * n]
+if nloc < 0 or #ARGV < 2 + 6 * nloc + 2 * n or #ARGV > 3 + 6 * nloc + 2 * n then
+  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6, 2 per key and a batch id')
+end
+local bkey
+if bid then
+  bkey = bid:match('^([%w._-]+:%d+):%d+$')
+  if not bkey then apimon_err('bad_request', 'check: bad batch id: ' .. bid) end
 end
 local tonumber, max = tonumber, math.max
 
@@ -204,21 +213,22 @@ local function check1(sk, digest, l)
     if lr or lq then g = load(sk, crf, cqf) else g = load(sk) end
   end
   if not g.kp or digest == '' or (digest ~= g.kp and digest ~= g.ks) then
-    return 'invalid_key||||0'
+    return 'invalid_key||||0', '-'
   end
   if g.inactive then
     count(g, l, 'inactive')
-    return 'inactive' .. g.head .. '0'
+    return 'inactive' .. g.head .. '0', 'i'
   end
   if not g.apis:find(l.needle, 1, true) then
     count(g, l, 'not_entitled')
-    return 'not_entitled' .. g.head .. '0'
+    return 'not_entitled' .. g.head .. '0', 'n'
   end
 
   -- every configured window, in reply order (GCRA: see core.lua); nums
-  -- gets each window's remaining and reset
+  -- gets each window's remaining and reset as if this call is counted;
+  -- b1/b3 (rate) and k2..k4 (index in nums) mark the windows that passed
   local rate_refused, quota_refused, retry, k = false, false, 0, 0
-  local w1, w2, w3, w4, t1, t3, tat, new, d
+  local w1, w2, w3, w4, t1, t3, tat, new, d, b1, b3, k2, k3, k4
 
   if g.pt then
     w1 = g.w['c:rate:plan'] or rate_state(g, 'c:rate:plan')
@@ -227,7 +237,7 @@ local function check1(sk, digest, l)
     new = tat + g.pt
     d = new - nowu
     if d <= g.pcap then
-      t1 = new
+      t1, b1 = new, tat
       nums[1], nums[2] = floor((g.pcap - d) / g.pt), ceil_us(d)
     else
       rate_refused = true
@@ -240,7 +250,8 @@ local function check1(sk, digest, l)
     w2 = g.w['c:quota:plan']
     if not w2 or w2.unit ~= g.pqu then w2 = quota_state(g, 'c:quota:plan', 'plan', g.pqu) end
     if w2.used < g.pqn then
-      nums[k + 1] = g.pqn - w2.used - 1
+      k2 = k + 1
+      nums[k2] = g.pqn - w2.used - 1
     else
       quota_refused = true
       if w2.retry > retry then retry = w2.retry end
@@ -257,7 +268,7 @@ local function check1(sk, digest, l)
     d = new - nowu
     local lcap = l.lcap
     if d <= lcap then
-      t3 = new
+      t3, b3, k3 = new, tat, k + 1
       nums[k + 1], nums[k + 2] = floor((lcap - d) / lt), ceil_us(d)
     else
       rate_refused = true
@@ -271,7 +282,8 @@ local function check1(sk, digest, l)
     w4 = g.w[cqf]
     if not w4 or w4.unit ~= l.lqu then w4 = quota_state(g, cqf, l.scope, l.lqu) end
     if w4.used < nlqn then
-      nums[k + 1] = nlqn - w4.used - 1
+      k4 = k + 1
+      nums[k4] = nlqn - w4.used - 1
     else
       quota_refused = true
       if w4.retry > retry then retry = w4.retry end
@@ -284,12 +296,21 @@ local function check1(sk, digest, l)
   local f = g.fmt
   if g.floc ~= l or not f then f = reply_format(g, l, w2, w4) end
 
+  if quota_refused or rate_refused then
+    -- not counted: a window that passed shows its state without this call
+    -- (plan-rate at index 1 of nums, the others at k2, k3, k4)
+    if b1 then nums[1], nums[2] = floor((g.pcap - (b1 - nowu)) / g.pt), ceil_us(b1 - nowu) end
+    if k2 then nums[k2] = nums[k2] + 1 end
+    if b3 then nums[k3], nums[k3 + 1] = floor((l.lcap - (b3 - nowu)) / lt), ceil_us(b3 - nowu) end
+    if k4 then nums[k4] = nums[k4] + 1 end
+  end
+
   if quota_refused then
     count(g, l, 'quota_exceeded')
-    return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k))
+    return sfmt(f, 'quota_exceeded', retry, unpack(nums, 1, k)), 'q'
   elseif rate_refused then
     count(g, l, 'rate_limited')
-    return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k))
+    return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k)), 'r'
   end
 
   -- all passed: count in every window (written at the end)
@@ -310,24 +331,28 @@ local function check1(sk, digest, l)
     if not w4.dirty then dirty(g, cqf, w4) end
   end
   count(g, l, 'ok')
-  return sfmt(f, 'allowed', 0, unpack(nums, 1, k))
+  return sfmt(f, 'allowed', 0, unpack(nums, 1, k)), 'a'
 end
 
-local reply = {}
+-- for the batch record (check_refund): per request what was counted (the
+-- first letter of the result; '-' nothing) and its location
+local reply, cl, counted = {}, {}, false
 for i = 1, n do
   local a = 2 + 6 * nloc + 2 * i
-  local l, ok, res = locs[tonumber(ARGV[a])]
+  local l, ok, res, code = locs[tonumber(ARGV[a])]
   if l then
-    ok, res = pcall(check1, KEYS[i], ARGV[a - 1], l)
+    ok, res, code = pcall(check1, KEYS[i], ARGV[a - 1], l)
   else
     ok, res = false, 'no such location: ' .. tostring(ARGV[a])
   end
   if not ok then
     -- this request alone fails; it changed nothing
     if type(res) == 'table' then res = res.apimon or res.err end
-    res = '!' .. tostring(res)
+    res, code = '!' .. tostring(res), '-'
   end
   reply[i] = res
+  cl[2 * i - 1], cl[2 * i] = code, ARGV[a]
+  if code ~= '-' then counted = true end
 end
 
 -- the writes: one HSET per subscription, archives, usage counts
@@ -358,6 +383,14 @@ for _, uk in ipairs(uorder) do
       armed = true
     end
   end
+end
+if bid and counted then
+  -- lines: the id, now, the locations as given, the keys, 2 per request;
+  -- kept for a minute: a refund comes within seconds of a reconnect
+  local concat = table.concat
+  redis.call('SET', 'apimon:batch:' .. bkey, bid .. '\n' .. fmt(now) .. '\n' ..
+    concat(ARGV, '\n', 2, 2 + 6 * nloc) .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
+    'PX', 60000)
 end
 return reply
 end)

@@ -672,9 +672,10 @@ sub check {
     return $v->[0];
 }
 
-# The check script for several requests in one call (what nginx sends).
+# The check script for several requests in one call (what nginx sends);
+# $bid, when given, is the batch id "<worker>:<slot>:<seq>" (check_refund).
 sub check_batch {
-    my ($self, $list, $now) = @_;
+    my ($self, $list, $now, $bid) = @_;
     my (@keys, @argv, @locs, %loc);
     for my $o (@$list) {
         my $id = $o->{sub} // key_sub_id($o->{key});
@@ -690,7 +691,8 @@ sub check_batch {
         push @keys, sub_key($id);
         push @argv, $o->{digest} // key_digest($o->{key}), $loc{$sig};
     }
-    my $v = $self->run_script('check', \@keys, [ $now || 0, @locs / 6, @locs, @argv ]);
+    my $v = $self->run_script('check', \@keys, [ $now || 0, @locs / 6, @locs, @argv,
+                                                 defined $bid ? ($bid) : () ]);
     return [ map { parse_check($_) } @$v ];
 }
 
