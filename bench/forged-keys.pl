@@ -5,13 +5,15 @@
 # and over (repeated), to a location enforcing keys. Redis' INFO tells how
 # many checks it ran: every check looks up its subscription hash, and a forged
 # key names a subscription that does not exist, so each one is a
-# keyspace miss; cmdstat_evalsha counts the batched calls.
+# keyspace miss; cmdstat_evalsha counts the batched calls. The CPU time of
+# the worker processes over the run, per request, is what a refusal costs
+# nginx (compare a malformed key, refused before any digest or tag).
 #
 #   perl bench/forged-keys.pl            (make all first)
 #
 # Environment: BENCH_DURATION (s, default 5), BENCH_CONNECTIONS (50),
 # BENCH_THREADS (2), BENCH_WORKERS (nginx worker_processes, 1),
-# BENCH_KEYS (keys in the distinct lists, 200000), BENCH_SECRET (0: run
+# BENCH_KEYS (keys in the distinct lists, 400000: more than a run sends), BENCH_SECRET (0: run
 # without apimon_key_secret_file, as a build without it must),
 # BENCH_CASES (which rows, default all that the build supports).
 
@@ -21,6 +23,7 @@ use FindBin;
 use lib "$FindBin::Bin/../t/lib", "$FindBin::Bin/lib";
 use File::Temp qw(tempdir);
 use File::Spec;
+use POSIX ();
 use Apimon::Redis;
 use Bench;
 
@@ -28,7 +31,7 @@ my $dur     = $ENV{BENCH_DURATION}    || 5;
 my $conns   = $ENV{BENCH_CONNECTIONS} || 50;
 my $threads = $ENV{BENCH_THREADS}     || 2;
 my $workers = $ENV{BENCH_WORKERS}     || 1;
-my $nkeys   = $ENV{BENCH_KEYS}        || 200000;
+my $nkeys   = $ENV{BENCH_KEYS}        || 400000;
 my $secret  = $ENV{BENCH_SECRET} // 1;
 my $build   = File::Spec->rel2abs($ENV{APIMON_BUILD} || "$FindBin::Bin/../build");
 
@@ -78,9 +81,11 @@ my @rows;
 for my $case (@cases) {
     my ($list, $legacy) = $case eq 'v1-legacy-off' ? ('v1', 'off') : ($case, undef);
     my $pid = start_nginx($legacy);
-    wrk($list, 2);                                            # warm up
+    wrk('malformed', 2);          # warm up, without sending a listed key early
     $redis->cmd('CONFIG', 'RESETSTAT');
+    my $cpu = worker_cpu($pid);
     my $res = wrk($list, $dur);
+    $res->{us} = (worker_cpu($pid) - $cpu) * 1e6 / $res->{requests};
     my $info = $redis->cmd('INFO', 'all');
     my ($misses) = $info =~ /^keyspace_misses:(\d+)/m;
     my ($calls) = $info =~ /^cmdstat_evalsha:calls=(\d+)/m;
@@ -92,10 +97,11 @@ $redis->stop;
 
 printf "\nforged keys: wrk -t%d -c%d -d%ds, worker_processes %d, %s cores, secret %s\n",
     $threads, $conns, $dur, $workers, `nproc` =~ s/\s+//r, $secret ? 'configured' : 'not configured';
-printf "  %-14s %10s %8s %8s %14s %12s\n", 'keys', 'req/s', 'p99', '401s', 'checks/s Redis', 'evalsha/s';
+printf "  %-14s %10s %8s %12s %8s %14s %12s\n", 'keys', 'req/s', 'p99', 'worker CPU', '401s',
+    'checks/s Redis', 'evalsha/s';
 for my $row (@rows) {
     my ($case, $res, $misses, $calls) = @$row;
-    printf "  %-14s %10s %8s %8s %14s %12s\n", $case, Bench::fmt($res->{rps}), $res->{p99},
+    printf "  %-14s %10s %8s %9.2f us %8s %14s %12s\n", $case, Bench::fmt($res->{rps}), $res->{p99}, $res->{us},
         $res->{non2xx} == $res->{requests} ? 'all' : "$res->{non2xx}/$res->{requests}",
         Bench::fmt($misses / $dur), Bench::fmt($calls / $dur);
 }
@@ -128,6 +134,21 @@ sub start_nginx {
 CONF
     $ENV{BENCH_PORT} = $port;
     return Bench::start_nginx($dir, $port);
+}
+
+# CPU seconds (user + system) of the worker processes of an nginx master
+sub worker_cpu {
+    my ($master) = @_;
+    my $ticks = POSIX::sysconf(POSIX::_SC_CLK_TCK());
+    my $sum = 0;
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $f, '<', $stat or next;
+        my $line = <$f> // next;
+        # pid (comm) state ppid ... utime (14) stime (15)
+        my @f = split ' ', ($line =~ s/^.*\) //r);
+        $sum += $f[11] + $f[12] if $f[1] == $master;
+    }
+    return $sum / $ticks;
 }
 
 sub wrk {
