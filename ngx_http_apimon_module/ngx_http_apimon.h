@@ -151,10 +151,11 @@ void ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle);
 
 /*
  * shape, and the tag (a version 2 key, when there are secrets) or the
- * checksum (a version 1 key, when "legacy" allows them); no Redis
+ * checksum (a version 1 key, when "legacy" allows them); no Redis.
+ * "version" is set ("1", "2") when the shape is one of ours.
  */
 ngx_int_t ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
-    ngx_flag_t legacy, ngx_log_t *log);
+    ngx_flag_t legacy, ngx_str_t *version, ngx_log_t *log);
 /* the dashed subscription id embedded in a valid key; out has 36 bytes */
 void ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out);
 /* sha256 of the key as 64 hex digits; out has 64 bytes */
@@ -248,6 +249,7 @@ typedef struct {
     ngx_str_t                      subscription;
     ngx_str_t                      plan;
     ngx_str_t                      product;
+    ngx_str_t                      key_version;
     ngx_uint_t                     retry_after;
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];

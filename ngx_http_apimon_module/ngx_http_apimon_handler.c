@@ -232,7 +232,7 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
     amcf = ngx_http_get_module_main_conf(r, ngx_http_apimon_module);
 
     if (ngx_http_apimon_key_valid(&key, amcf->key_secrets, alcf->key_legacy,
-                                  r->connection->log)
+                                  &ctx->key_version, r->connection->log)
         != NGX_OK)
     {
         ctx->result = NGX_HTTP_APIMON_INVALID_KEY;

@@ -34,6 +34,7 @@
 
 /* the two shapes: what precedes the check digits, and how many they are */
 typedef struct {
+    ngx_str_t                  version;       /* $apimon_key_version */
     ngx_str_t                  prefix;
     size_t                     signed_len;
     size_t                     check_len;
@@ -66,6 +67,7 @@ static ngx_uint_t ngx_http_apimon_unknown_slot(ngx_http_apimon_unknown_t *c,
 
 
 static ngx_http_apimon_key_shape_t  ngx_http_apimon_key_v1 = {
+    ngx_string("1"),
     ngx_string(NGX_HTTP_APIMON_KEY_V1_PREFIX),
     sizeof(NGX_HTTP_APIMON_KEY_V1_PREFIX) - 1 + NGX_HTTP_APIMON_SUB_HEX_LEN
         + NGX_HTTP_APIMON_SECRET_LEN,
@@ -73,6 +75,7 @@ static ngx_http_apimon_key_shape_t  ngx_http_apimon_key_v1 = {
 };
 
 static ngx_http_apimon_key_shape_t  ngx_http_apimon_key_v2 = {
+    ngx_string("2"),
     ngx_string(NGX_HTTP_APIMON_KEY_V2_PREFIX),
     sizeof(NGX_HTTP_APIMON_KEY_V2_PREFIX) - 1 + NGX_HTTP_APIMON_SUB_HEX_LEN
         + NGX_HTTP_APIMON_SECRET_LEN,
@@ -138,7 +141,7 @@ ngx_http_apimon_key_shape(ngx_str_t *key)
 
 ngx_int_t
 ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
-    ngx_flag_t legacy, ngx_log_t *log)
+    ngx_flag_t legacy, ngx_str_t *version, ngx_log_t *log)
 {
     u_char                        crc[NGX_HTTP_APIMON_CRC_LEN];
     ngx_http_apimon_key_shape_t  *shape;
@@ -149,6 +152,8 @@ ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0, "apimon: malformed key");
         return NGX_DECLINED;
     }
+
+    *version = shape->version;
 
     if (shape == &ngx_http_apimon_key_v2) {
 

@@ -37,7 +37,8 @@ my $server = <<"CONF";
             proxy_pass http://backend;
         }
 CONF
-my %conf = (redis => $r, server => $server);
+my %conf = (redis => $r, server => $server,
+            log_format => '$uri $status $apimon_result v=$apimon_key_version');
 $n->start(%conf);
 my $api = Apimon::Admin->new(nginx => $n);
 my $secret = $n->key_secret;
@@ -216,6 +217,18 @@ is($res->{status}, 200, 'no secret: a version 2 key is still served (Redis decid
 ($res, $c) = call($forged{'random tag'});
 is($res->{status}, 401, 'no secret: a forged version 2 key is refused');
 is($c, 1, '... by Redis (no tag can be told without the secret)');
+
+# $apimon_key_version tells which keys are still of version 1
+$n->get('/weather/v1', 'X-API-Key' => $plain->{primary});
+$n->get('/weather/v2', 'X-API-Key' => $p3);
+$n->get('/weather/bad', 'X-API-Key' => 'ak_nope');
+$n->get('/weather/none');
+my $log = $n->access_log;
+like($log, qr{^/weather/v1 200 allowed v=1$}m, '$apimon_key_version: 1 for a version 1 key');
+like($log, qr{^/weather/v2 200 allowed v=2$}m, '$apimon_key_version: 2 for a version 2 key');
+like($log, qr{^/weather/bad 401 invalid_key v=-$}m, '$apimon_key_version: empty for a malformed key');
+like($log, qr{^/weather/none 401 missing_key v=-$}m, '$apimon_key_version: empty without a key');
+like($log, qr{^/weather/x 401 invalid_key v=2$}m, '... and set for a refused key of our shape');
 
 $n->stop;
 for my $s ($secret, $new_secret) {
