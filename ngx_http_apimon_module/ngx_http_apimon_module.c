@@ -30,6 +30,7 @@ static char *ngx_http_apimon_key_secret_file(ngx_conf_t *cf,
 static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
     u_char *last, ngx_uint_t line);
+static void ngx_http_apimon_key_secrets_wipe(void *data);
 static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -782,12 +783,13 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_apimon_main_conf_t *amcf = conf;
 
-    char        *rv;
-    u_char      *p, *eol, *last;
-    ssize_t      n;
-    ngx_str_t   *value, file;
-    ngx_uint_t   line;
-    u_char       buf[4096];
+    char                *rv;
+    u_char              *p, *eol, *last;
+    ssize_t              n;
+    ngx_str_t           *value, file;
+    ngx_uint_t           line;
+    ngx_pool_cleanup_t  *cln;
+    u_char               buf[4096];
 
     if (amcf->key_secrets) {
         return "is duplicate";
@@ -802,13 +804,19 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    /* never grown: the secrets stay where the cleanup wipes them */
     amcf->key_secrets = ngx_array_create(cf->pool,
                                          NGX_HTTP_APIMON_KEY_SECRETS_MAX,
                                          sizeof(ngx_http_apimon_key_secret_t));
-    if (amcf->key_secrets == NULL) {
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (amcf->key_secrets == NULL || cln == NULL) {
         rv = NGX_CONF_ERROR;
         goto done;
     }
+
+    cln->handler = ngx_http_apimon_key_secrets_wipe;
+    cln->data = amcf->key_secrets;
 
     rv = NGX_CONF_OK;
     last = buf + n;
@@ -880,6 +888,17 @@ ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
     }
 
     return NGX_CONF_OK;
+}
+
+
+/* the configuration is freed (a reload): its secrets do not linger */
+
+static void
+ngx_http_apimon_key_secrets_wipe(void *data)
+{
+    ngx_array_t  *a = data;
+
+    ngx_explicit_memzero(a->elts, a->nalloc * a->size);
 }
 
 
