@@ -246,14 +246,18 @@ ngx_int_t
 ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
     u_char *data, size_t len)
 {
-    ngx_uint_t  i;
-    u_char      k[NGX_HTTP_APIMON_HMAC_BLOCK];
+    ngx_uint_t    i;
+    unsigned int  n;
+    u_char        k[NGX_HTTP_APIMON_HMAC_BLOCK];
 
     ngx_memzero(k, sizeof(k));
 
     if (len > NGX_HTTP_APIMON_HMAC_BLOCK) {
-        /* a key longer than a block is hashed first */
-        if (ngx_http_apimon_sha256(data, len, NULL, 0, k) != NGX_OK) {
+        /*
+         * a key longer than a block is hashed first; not with the process's
+         * digest state: this runs in the master, which never frees it
+         */
+        if (EVP_Digest(data, len, k, &n, EVP_sha256(), NULL) != 1) {
             return NGX_ERROR;
         }
 
