@@ -72,6 +72,7 @@ test-valgrind: all
 
 bench: all
 	APIMON_BUILD=$(BUILD) perl bench/module.pl
+	APIMON_BUILD=$(BUILD) perl bench/forged-keys.pl
 	@if [ -f bench/agent.sh ]; then APIMON_BUILD=$(BUILD) bash bench/agent.sh; fi
 
 demo: all

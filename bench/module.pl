@@ -10,13 +10,14 @@
 use strict;
 use warnings;
 use FindBin;
-use lib "$FindBin::Bin/../t/lib";
+use lib "$FindBin::Bin/../t/lib", "$FindBin::Bin/lib";
 use File::Temp qw(tempdir);
 use File::Spec;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(sleep);
 use IO::Socket::IP;
 use Apimon::Redis;
+use Bench;
 
 my $dur     = $ENV{BENCH_DURATION}    || 10;
 my $conns   = $ENV{BENCH_CONNECTIONS} || 50;
@@ -57,8 +58,8 @@ my ($best_plain, $best_apimon) = (0, 0);
 for my $r (@rows) {
     my ($w, $plain, $apimon, $stats) = @$r;
     printf "  worker_processes %d\n", $w;
-    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
-    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
+    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'plain proxy', Bench::fmt($plain->{rps}), $plain->{p99}, $plain->{errors};
+    printf "    %-26s %10s req/s   p99 %8s   non-2xx %s\n", 'apimon key+rate+quota', Bench::fmt($apimon->{rps}), $apimon->{p99}, $apimon->{errors};
     printf "    ratio apimon/plain: %.2f\n", $apimon->{rps} / $plain->{rps};
     printf "    WARNING: %d responses were not 2xx: the protected run measured refusals, not the check\n",
         $apimon->{errors} if $apimon->{errors};
@@ -75,25 +76,12 @@ sub run_config {
     my ($workers) = @_;
     my $dir = tempdir('apimon-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
     mkdir "$dir/logs";
-    $port = free_port();
-    my $up = free_port();
+    $port = Bench::free_port();
+    my $up = Bench::free_port();
 
     open my $f, '>', "$dir/nginx.conf" or die $!;
-    print $f <<"CONF";
-load_module $build/ngx_http_apimon_module.so;
-worker_processes $workers;
-daemon off;
-pid $dir/logs/nginx.pid;
-error_log $dir/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    apimon_redis 127.0.0.1:$rport;
-
-    upstream backend { server 127.0.0.1:$up; keepalive 64; }
-    server { listen 127.0.0.1:$up; location / { return 200 "ok\\n"; } }
+    print $f Bench::nginx_conf_head(build => $build, workers => $workers, dir => $dir,
+                                    rport => $rport, up => $up), <<"CONF";
 
     server {
         listen 127.0.0.1:$port;
@@ -114,12 +102,7 @@ http {
 CONF
     close $f;
 
-    my $pid = fork // die;
-    if (!$pid) {
-        open STDOUT, '>', "$dir/logs/stdout"; open STDERR, '>&', \*STDOUT;
-        exec 'nginx', '-p', "$dir/", '-c', "$dir/nginx.conf" or POSIX::_exit(127);
-    }
-    wait_port($port, $dir);
+    my $pid = Bench::start_nginx($dir, $port);
 
     # sanity: the protected location really enforces (401 without a key)
     my $probe = `curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$port/api/x`;
@@ -151,21 +134,3 @@ sub wrk {
     return { rps => $rps, p99 => $p99 // '?', errors => $non // 0 };
 }
 
-sub fmt { my $n = sprintf '%.0f', shift; 1 while $n =~ s/^(\d+)(\d{3})/$1,$2/; $n }
-
-sub free_port {
-    my $s = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => 0, Listen => 1) or die $!;
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
-
-sub wait_port {
-    my ($p, $dir) = @_;
-    for (1 .. 200) {
-        my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $p, Timeout => 1);
-        return if $s;
-        sleep 0.05;
-    }
-    die "nginx did not start:\n" . `cat $dir/logs/stdout $dir/logs/error.log`;
-}

@@ -63,6 +63,11 @@ token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 echo "demo:$token" > "$work/admin.tokens"
 chmod 600 "$work/admin.tokens"
 
+# the key secret: new keys carry a tag under it, so a forged key is refused
+# without asking Redis
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/key.secret"
+chmod 600 "$work/key.secret"
+
 mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<EOF
 load_module $repo/build/ngx_http_apimon_module.so;
@@ -76,6 +81,7 @@ http {
     client_body_temp_path $work/body;
     proxy_temp_path $work/proxy;
     apimon_redis 127.0.0.1:$rport;
+    apimon_key_secret_file $work/key.secret;
 
     # the API being sold (a stand-in upstream)
     server {
@@ -126,7 +132,7 @@ echo
 step "purchase weather-bronze (the keys are shown this once)"
 sub=$(curl -sS -H "$H" -X POST "$A/developers/ann@example.com/subscriptions" \
       -d '{"apiproduct": "weather", "plan": "weather-bronze"}')
-echo "$sub" | sed 's/"\(primary\|secondary\)":"\(ak_[a-z0-9]\{8\}\)[a-z0-9]*"/"\1":"\2…"/g'
+echo "$sub" | sed 's/"\(primary\|secondary\)":"\(ak2_[a-z0-9]\{8\}\)[a-z0-9]*"/"\1":"\2…"/g'
 key=$(echo "$sub" | sed 's/.*"primary":"\([^"]*\)".*/\1/')
 
 show() {
@@ -139,8 +145,9 @@ show() {
 step "1. a call with the key: let through, with its RateLimit headers"
 show -H "X-API-Key: $key" "http://127.0.0.1:$hport/weather/today"
 
-step "2. a call with a bad key: refused (401), no Redis round trip"
-show -H "X-API-Key: ak_not-a-real-key" "http://127.0.0.1:$hport/weather/today"
+step "2. a forged key (our shape, the last tag digit changed): refused (401), no Redis round trip"
+forged="${key%?}$([ "${key: -1}" = a ] && echo b || echo a)"
+show -H "X-API-Key: $forged" "http://127.0.0.1:$hport/weather/today"
 
 step "3. calls until the location quota (3 a day) is spent: the 4th is refused (403)"
 for i in 2 3; do

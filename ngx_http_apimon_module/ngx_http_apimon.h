@@ -18,11 +18,28 @@
 
 
 /* API keys: see schema/README.md */
-#define NGX_HTTP_APIMON_KEY_LEN        74
-#define NGX_HTTP_APIMON_KEY_PREFIX     "ak_"
+#define NGX_HTTP_APIMON_KEY_V1_LEN     74      /* ak_..., a CRC-32 */
+#define NGX_HTTP_APIMON_KEY_V2_LEN     84      /* ak2_..., an HMAC tag */
+#define NGX_HTTP_APIMON_KEY_MAX_LEN    NGX_HTTP_APIMON_KEY_V2_LEN
 #define NGX_HTTP_APIMON_SUB_HEX_LEN    32
 #define NGX_HTTP_APIMON_SUB_ID_LEN     36      /* dashed UUID */
 #define NGX_HTTP_APIMON_DIGEST_LEN     64      /* sha256, hex */
+
+#define NGX_HTTP_APIMON_KEY_SECRET_MIN    32   /* bytes of one secret */
+#define NGX_HTTP_APIMON_KEY_SECRETS_MAX   4    /* secrets accepted at once */
+#define NGX_HTTP_APIMON_UNKNOWN_MAX       1024 /* unknown-key cache entries */
+#define NGX_HTTP_APIMON_UNKNOWN_TTL       5000 /* ms */
+
+
+/* one key secret, ready for HMAC-SHA-256: the key xor ipad and xor opad */
+typedef struct {
+    u_char                     ipad[64];
+    u_char                     opad[64];
+} ngx_http_apimon_key_secret_t;
+
+
+/* digests of keys Redis just called unknown; one per worker */
+typedef struct ngx_http_apimon_unknown_s  ngx_http_apimon_unknown_t;
 
 
 /* results of a request check, in $apimon_result */
@@ -54,6 +71,13 @@ typedef struct {
     ngx_str_t                  redis_password; /* read from a file */
     ngx_msec_t                 connect_timeout;
     ngx_uint_t                 configured;    /* unsigned:1 */
+
+    /* apimon_key_secret_file: the first signs new keys; NULL: none */
+    ngx_array_t               *key_secrets;
+    /* apimon_unknown_key_cache */
+    ngx_uint_t                 unknown_max;   /* 0: off */
+    ngx_msec_t                 unknown_ttl;
+    ngx_http_apimon_unknown_t *unknown;       /* NULL: off */
 
     /* made with the configuration, used by each worker after the fork */
     ngx_http_apimon_redis_t   *redis;
@@ -134,15 +158,35 @@ void ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle);
 
 /* API keys (ngx_http_apimon_key.c) */
 
-/* shape and checksum only; no Redis */
-ngx_int_t ngx_http_apimon_key_valid(ngx_str_t *key);
+/*
+ * shape, and the tag (a version 2 key, when there are secrets) or the
+ * checksum (a version 1 key, when "legacy" allows them); no Redis.
+ * "version" is set ("1", "2") when the shape is one of ours.
+ */
+ngx_int_t ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
+    ngx_flag_t legacy, ngx_str_t *version, ngx_log_t *log);
 /* the dashed subscription id embedded in a valid key; out has 36 bytes */
 void ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out);
 /* sha256 of the key as 64 hex digits; out has 64 bytes */
 void ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out);
-/* a new key for a dashed subscription id; out has 74 bytes */
-ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, u_char *out,
-    ngx_log_t *log);
+/*
+ * a new key for a dashed subscription id: version 2, tagged with the first
+ * secret, or version 1 when secrets is NULL; out has
+ * NGX_HTTP_APIMON_KEY_MAX_LEN bytes, *len is set
+ */
+ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, ngx_array_t *secrets,
+    u_char *out, size_t *len, ngx_log_t *log);
+/* a secret read from a file, prepared for the HMAC; NGX_ERROR: no memory */
+ngx_int_t ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
+    u_char *data, size_t len);
+/* the unknown-key cache: made at configuration time, filled per worker */
+ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_create(ngx_pool_t *pool,
+    ngx_uint_t max, ngx_msec_t ttl);
+/* NGX_OK: Redis called this digest unknown less than the TTL ago */
+ngx_int_t ngx_http_apimon_unknown_find(ngx_http_apimon_unknown_t *cache,
+    u_char *digest);
+void ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *cache,
+    u_char *digest);
 /* a new random (version 4) UUID, dashed; out has 36 bytes */
 ngx_int_t ngx_http_apimon_uuid(u_char *out, ngx_log_t *log);
 /* frees the digest state (exit_process) */
@@ -167,6 +211,7 @@ typedef struct {
     ngx_str_t                  api;
     ngx_http_complex_value_t  *key;
     ngx_flag_t                 hide_key;
+    ngx_flag_t                 key_legacy;    /* version 1 keys accepted */
     ngx_str_t                  hide_header;   /* "x_api_key": $http_x_api_key */
     ngx_str_t                  hide_arg;      /* "api_key" of $arg_api_key */
     ngx_uint_t                 rate_n;        /* 0: no location rate limit */
@@ -213,6 +258,7 @@ typedef struct {
     ngx_str_t                      subscription;
     ngx_str_t                      plan;
     ngx_str_t                      product;
+    ngx_str_t                      key_version;
     ngx_uint_t                     retry_after;
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];

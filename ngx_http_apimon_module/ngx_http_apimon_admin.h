@@ -85,7 +85,8 @@ struct ngx_http_apimon_admin_ctx_s {
     ngx_uint_t                       count;       /* page size */
 
     u_char                           sub_id[NGX_HTTP_APIMON_SUB_ID_LEN];
-    u_char                           keys[2][NGX_HTTP_APIMON_KEY_LEN];
+    u_char                           keys[2][NGX_HTTP_APIMON_KEY_MAX_LEN];
+    size_t                           key_len[2];
     unsigned                         key_set:2;   /* 1 primary, 2 secondary */
 };
 

@@ -576,9 +576,14 @@ static ngx_int_t
 ngx_http_apimon_admin_new_key(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, ngx_uint_t slot, ngx_str_t *digest)
 {
-    ngx_str_t  key;
+    ngx_str_t                     key;
+    ngx_http_apimon_main_conf_t  *amcf;
 
-    if (ngx_http_apimon_key_generate(ctx->sub_id, ctx->keys[slot],
+    /* tagged under the secret the enforcing locations verify */
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_apimon_module);
+
+    if (ngx_http_apimon_key_generate(ctx->sub_id, amcf->key_secrets,
+                                     ctx->keys[slot], &ctx->key_len[slot],
                                      r->connection->log)
         != NGX_OK)
     {
@@ -592,7 +597,7 @@ ngx_http_apimon_admin_new_key(ngx_http_request_t *r,
     }
 
     key.data = ctx->keys[slot];
-    key.len = NGX_HTTP_APIMON_KEY_LEN;
+    key.len = ctx->key_len[slot];
 
     ngx_http_apimon_key_digest(&key, digest->data);
 
@@ -780,7 +785,7 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    char    key[NGX_HTTP_APIMON_KEY_LEN + 1];
+    char    key[NGX_HTTP_APIMON_KEY_MAX_LEN + 1];
     cJSON  *raw, *out;
 
     raw = ngx_http_apimon_admin_parse(r, reply);
@@ -795,15 +800,13 @@ ngx_http_apimon_admin_sub_reply(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    key[NGX_HTTP_APIMON_KEY_LEN] = '\0';
-
     if (ctx->key_set & 1) {
-        ngx_memcpy(key, ctx->keys[0], NGX_HTTP_APIMON_KEY_LEN);
+        *ngx_cpymem(key, ctx->keys[0], ctx->key_len[0]) = '\0';
         cJSON_AddStringToObject(out, "primary", key);
     }
 
     if (ctx->key_set & 2) {
-        ngx_memcpy(key, ctx->keys[1], NGX_HTTP_APIMON_KEY_LEN);
+        *ngx_cpymem(key, ctx->keys[1], ctx->key_len[1]) = '\0';
         cJSON_AddStringToObject(out, "secondary", key);
     }
 

@@ -117,6 +117,7 @@ static ngx_int_t ngx_http_apimon_check(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *key);
 static ngx_http_apimon_batcher_t *ngx_http_apimon_batcher_get(void);
+static ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_get(void);
 static void ngx_http_apimon_batch_flush(ngx_event_t *ev);
 static void ngx_http_apimon_batch_send(ngx_uint_t n);
 static void ngx_http_apimon_batch_sent(void);
@@ -182,6 +183,20 @@ ngx_http_apimon_batcher_get(void)
 }
 
 
+/* the worker's unknown-key cache, or NULL (apimon_unknown_key_cache off) */
+
+static ngx_http_apimon_unknown_t *
+ngx_http_apimon_unknown_get(void)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_apimon_module);
+
+    return amcf->unknown;
+}
+
+
 ngx_int_t
 ngx_http_apimon_handler_init(ngx_conf_t *cf)
 {
@@ -216,9 +231,10 @@ ngx_http_apimon_handler_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_apimon_handler(ngx_http_request_t *r)
 {
-    ngx_str_t                    key;
-    ngx_http_apimon_ctx_t       *ctx;
-    ngx_http_apimon_loc_conf_t  *alcf;
+    ngx_str_t                     key;
+    ngx_http_apimon_ctx_t        *ctx;
+    ngx_http_apimon_loc_conf_t   *alcf;
+    ngx_http_apimon_main_conf_t  *amcf;
 
     alcf = ngx_http_get_module_loc_conf(r, ngx_http_apimon_module);
 
@@ -278,10 +294,12 @@ ngx_http_apimon_handler(ngx_http_request_t *r)
         return ngx_http_apimon_decide(r, ctx, alcf);
     }
 
-    if (ngx_http_apimon_key_valid(&key) != NGX_OK) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "apimon: malformed key");
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_apimon_module);
 
+    if (ngx_http_apimon_key_valid(&key, amcf->key_secrets, alcf->key_legacy,
+                                  &ctx->key_version, r->connection->log)
+        != NGX_OK)
+    {
         ctx->result = NGX_HTTP_APIMON_INVALID_KEY;
         return ngx_http_apimon_decide(r, ctx, alcf);
     }
@@ -460,6 +478,7 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 {
     u_char                     *p;
     ngx_http_apimon_batcher_t  *bt;
+    ngx_http_apimon_unknown_t  *unknown;
 
     bt = ngx_http_apimon_batcher_get();
 
@@ -482,6 +501,17 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     *p = '}';
 
     ngx_http_apimon_key_digest(key, ctx->digest);
+
+    unknown = ngx_http_apimon_unknown_get();
+
+    if (unknown && ngx_http_apimon_unknown_find(unknown, ctx->digest) == NGX_OK)
+    {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "apimon: Redis just called this key unknown");
+
+        ctx->result = NGX_HTTP_APIMON_INVALID_KEY;
+        return ngx_http_apimon_decide(r, ctx, alcf);
+    }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "apimon: check %*s", NGX_HTTP_APIMON_SKEY_LEN, ctx->skey);
@@ -1036,6 +1066,8 @@ static void
 ngx_http_apimon_check_result(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     u_char *data, size_t len)
 {
+    ngx_http_apimon_unknown_t  *unknown;
+
     if (len > 0 && data[0] == '!') {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "apimon: the check script failed: %*s",
@@ -1050,6 +1082,13 @@ ngx_http_apimon_check_result(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
                       len, data);
         ctx->result = NGX_HTTP_APIMON_REDIS_ERROR;
         ctx->nwindows = 0;
+        return;
+    }
+
+    unknown = ngx_http_apimon_unknown_get();
+
+    if (ctx->result == NGX_HTTP_APIMON_INVALID_KEY && unknown) {
+        ngx_http_apimon_unknown_add(unknown, ctx->digest);
     }
 }
 

@@ -102,6 +102,11 @@ static ngx_http_variable_t  ngx_http_apimon_vars[] = {
       offsetof(ngx_http_apimon_ctx_t, product),
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("apimon_key_version"), NULL,
+      ngx_http_apimon_variable_str,
+      offsetof(ngx_http_apimon_ctx_t, key_version),
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("apimon_result"), NULL,
       ngx_http_apimon_variable_result, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },

@@ -1,10 +1,17 @@
 /*
- * API keys: shape, checksum, digest, generation (schema/README.md, "API keys").
+ * API keys: shape, tag or checksum, digest, generation (schema/README.md,
+ * "API keys"), and the per-worker cache of keys Redis called unknown.
  *
- *   ak_ <32 hex: subscription id> <32 base32: 160 random bits> <7 base32: crc>
+ *   version 2:  ak2_ <32 hex: subscription id> <32 base32: 160 random bits>
+ *               <16 base32: tag>
+ *   version 1:  ak_ <32 hex: subscription id> <32 base32: 160 random bits>
+ *               <7 base32: crc>
  *
- * The checksum is the CRC-32 (IEEE) of the first 67 characters, as 7 base32
- * digits, most significant first.
+ * The tag is HMAC-SHA-256, under a secret only nginx knows, of the first 68
+ * characters, cut to 80 bits: a forged key fails it and never costs Redis a
+ * call.  The checksum of version 1 is the CRC-32 (IEEE) of the first 67
+ * characters, as 7 base32 digits, most significant first: it catches typing
+ * errors, not forgeries.
  */
 
 
@@ -12,21 +19,68 @@
 
 #include <sys/random.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 
 
-#define NGX_HTTP_APIMON_KEY_PREFIX_LEN  3
+#define NGX_HTTP_APIMON_KEY_V1_PREFIX   "ak_"
+#define NGX_HTTP_APIMON_KEY_V2_PREFIX   "ak2_"
 #define NGX_HTTP_APIMON_SECRET_BYTES    20
 #define NGX_HTTP_APIMON_SECRET_LEN      32
 #define NGX_HTTP_APIMON_CRC_LEN         7
-#define NGX_HTTP_APIMON_SIGNED_LEN      (NGX_HTTP_APIMON_KEY_PREFIX_LEN       \
-                                         + NGX_HTTP_APIMON_SUB_HEX_LEN        \
-                                         + NGX_HTTP_APIMON_SECRET_LEN)
+#define NGX_HTTP_APIMON_TAG_BYTES       10
+#define NGX_HTTP_APIMON_TAG_LEN         16
+#define NGX_HTTP_APIMON_HMAC_BLOCK      64
 
 
+/* the two shapes: what precedes the check digits, and how many they are */
+typedef struct {
+    ngx_str_t                  version;       /* $apimon_key_version */
+    ngx_str_t                  prefix;
+    size_t                     signed_len;
+    size_t                     check_len;
+} ngx_http_apimon_key_shape_t;
+
+
+struct ngx_http_apimon_unknown_s {
+    ngx_uint_t                 max;
+    ngx_msec_t                 ttl;
+    struct {
+        u_char                 digest[NGX_HTTP_APIMON_DIGEST_LEN];
+        ngx_msec_t             expires;
+    }                          entry[1];      /* max of them */
+};
+
+
+static ngx_http_apimon_key_shape_t *ngx_http_apimon_key_shape(ngx_str_t *key);
+static ngx_int_t ngx_http_apimon_key_tag_valid(ngx_str_t *key,
+    ngx_array_t *secrets);
+static ngx_int_t ngx_http_apimon_key_tag(ngx_http_apimon_key_secret_t *s,
+    u_char *key, u_char *out);
+static ngx_int_t ngx_http_apimon_sha256(u_char *a, size_t alen, u_char *b,
+    size_t blen, u_char *md);
 static ngx_int_t ngx_http_apimon_random(u_char *buf, size_t len,
     ngx_log_t *log);
 static void ngx_http_apimon_base32(u_char *dst, u_char *src, size_t len);
 static void ngx_http_apimon_key_crc(u_char *key, u_char *out);
+static ngx_uint_t ngx_http_apimon_unknown_slot(ngx_http_apimon_unknown_t *c,
+    u_char *digest);
+
+
+static ngx_http_apimon_key_shape_t  ngx_http_apimon_key_v1 = {
+    ngx_string("1"),
+    ngx_string(NGX_HTTP_APIMON_KEY_V1_PREFIX),
+    sizeof(NGX_HTTP_APIMON_KEY_V1_PREFIX) - 1 + NGX_HTTP_APIMON_SUB_HEX_LEN
+        + NGX_HTTP_APIMON_SECRET_LEN,
+    NGX_HTTP_APIMON_CRC_LEN
+};
+
+static ngx_http_apimon_key_shape_t  ngx_http_apimon_key_v2 = {
+    ngx_string("2"),
+    ngx_string(NGX_HTTP_APIMON_KEY_V2_PREFIX),
+    sizeof(NGX_HTTP_APIMON_KEY_V2_PREFIX) - 1 + NGX_HTTP_APIMON_SUB_HEX_LEN
+        + NGX_HTTP_APIMON_SECRET_LEN,
+    NGX_HTTP_APIMON_TAG_LEN
+};
 
 
 static u_char  ngx_http_apimon_b32[] = "abcdefghijklmnopqrstuvwxyz234567";
@@ -46,50 +100,177 @@ ngx_http_apimon_is_b32(u_char ch)
 }
 
 
-ngx_int_t
-ngx_http_apimon_key_valid(ngx_str_t *key)
+/* the shape a string has, by its prefix and length, or NULL */
+
+static ngx_http_apimon_key_shape_t *
+ngx_http_apimon_key_shape(ngx_str_t *key)
 {
-    u_char      *p;
-    ngx_uint_t   i;
-    u_char       crc[NGX_HTTP_APIMON_CRC_LEN];
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_apimon_key_shape_t  *shape;
 
-    if (key->len != NGX_HTTP_APIMON_KEY_LEN) {
-        return NGX_DECLINED;
-    }
+    shape = (key->len == NGX_HTTP_APIMON_KEY_V2_LEN) ? &ngx_http_apimon_key_v2
+            : (key->len == NGX_HTTP_APIMON_KEY_V1_LEN) ? &ngx_http_apimon_key_v1
+            : NULL;
 
-    p = key->data;
-
-    if (ngx_strncmp(p, NGX_HTTP_APIMON_KEY_PREFIX,
-                    NGX_HTTP_APIMON_KEY_PREFIX_LEN)
-        != 0)
+    if (shape == NULL
+        || ngx_strncmp(key->data, shape->prefix.data, shape->prefix.len) != 0)
     {
-        return NGX_DECLINED;
+        return NULL;
     }
 
-    p += NGX_HTTP_APIMON_KEY_PREFIX_LEN;
+    p = key->data + shape->prefix.len;
 
     for (i = 0; i < NGX_HTTP_APIMON_SUB_HEX_LEN; i++) {
         if (!ngx_http_apimon_is_hex(p[i])) {
-            return NGX_DECLINED;
+            return NULL;
         }
     }
 
     p += NGX_HTTP_APIMON_SUB_HEX_LEN;
 
-    for (i = 0; i < NGX_HTTP_APIMON_SECRET_LEN + NGX_HTTP_APIMON_CRC_LEN; i++) {
+    for (i = 0; i < NGX_HTTP_APIMON_SECRET_LEN + shape->check_len; i++) {
         if (!ngx_http_apimon_is_b32(p[i])) {
+            return NULL;
+        }
+    }
+
+    return shape;
+}
+
+
+ngx_int_t
+ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
+    ngx_flag_t legacy, ngx_str_t *version, ngx_log_t *log)
+{
+    u_char                        crc[NGX_HTTP_APIMON_CRC_LEN];
+    ngx_http_apimon_key_shape_t  *shape;
+
+    shape = ngx_http_apimon_key_shape(key);
+
+    if (shape == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0, "apimon: malformed key");
+        return NGX_DECLINED;
+    }
+
+    *version = shape->version;
+
+    if (shape == &ngx_http_apimon_key_v2) {
+
+        /* without a secret the tag cannot be told: Redis decides */
+
+        if (secrets && ngx_http_apimon_key_tag_valid(key, secrets) != NGX_OK) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "apimon: key tag does not verify");
             return NGX_DECLINED;
         }
+
+        return NGX_OK;
+    }
+
+    if (!legacy) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "apimon: version 1 key refused (apimon_key_legacy off)");
+        return NGX_DECLINED;
     }
 
     ngx_http_apimon_key_crc(key->data, crc);
 
-    if (ngx_memcmp(crc, key->data + NGX_HTTP_APIMON_SIGNED_LEN,
-                   NGX_HTTP_APIMON_CRC_LEN)
-        != 0)
-    {
+    if (ngx_memcmp(crc, key->data + shape->signed_len, shape->check_len) != 0) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "apimon: key checksum does not match");
         return NGX_DECLINED;
     }
+
+    return NGX_OK;
+}
+
+
+/* the tag under any of the secrets (the first signs, the others are old) */
+
+static ngx_int_t
+ngx_http_apimon_key_tag_valid(ngx_str_t *key, ngx_array_t *secrets)
+{
+    ngx_uint_t                     i;
+    ngx_http_apimon_key_secret_t  *s;
+    u_char                         tag[NGX_HTTP_APIMON_TAG_LEN];
+
+    s = secrets->elts;
+
+    for (i = 0; i < secrets->nelts; i++) {
+
+        if (ngx_http_apimon_key_tag(&s[i], key->data, tag) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        /* constant time: a timing must not tell how much of a tag is right */
+
+        if (CRYPTO_memcmp(tag, key->data + ngx_http_apimon_key_v2.signed_len,
+                          NGX_HTTP_APIMON_TAG_LEN)
+            == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* HMAC-SHA-256 (RFC 2104) of the signed part of a version 2 key, cut */
+
+static ngx_int_t
+ngx_http_apimon_key_tag(ngx_http_apimon_key_secret_t *s, u_char *key,
+    u_char *out)
+{
+    u_char  md[32];
+
+    if (ngx_http_apimon_sha256(s->ipad, NGX_HTTP_APIMON_HMAC_BLOCK, key,
+                               ngx_http_apimon_key_v2.signed_len, md)
+           != NGX_OK
+        || ngx_http_apimon_sha256(s->opad, NGX_HTTP_APIMON_HMAC_BLOCK, md,
+                                  sizeof(md), md)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_apimon_base32(out, md, NGX_HTTP_APIMON_TAG_BYTES);
+    ngx_explicit_memzero(md, sizeof(md));
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
+    u_char *data, size_t len)
+{
+    ngx_uint_t    i;
+    unsigned int  n;
+    u_char        k[NGX_HTTP_APIMON_HMAC_BLOCK];
+
+    ngx_memzero(k, sizeof(k));
+
+    if (len > NGX_HTTP_APIMON_HMAC_BLOCK) {
+        /*
+         * a key longer than a block is hashed first; not with the process's
+         * digest state: this runs in the master, which never frees it
+         */
+        if (EVP_Digest(data, len, k, &n, EVP_sha256(), NULL) != 1) {
+            return NGX_ERROR;
+        }
+
+    } else {
+        ngx_memcpy(k, data, len);
+    }
+
+    for (i = 0; i < NGX_HTTP_APIMON_HMAC_BLOCK; i++) {
+        s->ipad[i] = k[i] ^ 0x36;
+        s->opad[i] = k[i] ^ 0x5c;
+    }
+
+    ngx_explicit_memzero(k, sizeof(k));
 
     return NGX_OK;
 }
@@ -100,7 +281,7 @@ ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out)
 {
     u_char  *hex;
 
-    hex = key->data + NGX_HTTP_APIMON_KEY_PREFIX_LEN;
+    hex = key->data + ngx_http_apimon_key_shape(key)->prefix.len;
 
     /* 8-4-4-4-12 */
     out = ngx_cpymem(out, hex, 8);
@@ -128,8 +309,25 @@ static EVP_MD      *ngx_http_apimon_md_fetched;
 void
 ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out)
 {
+    u_char  md[32];
+
+    if (ngx_http_apimon_sha256(key->data, key->len, NULL, 0, md) != NGX_OK) {
+        /* cannot happen with a working libcrypto; never matches a digest */
+        ngx_memset(out, '-', NGX_HTTP_APIMON_DIGEST_LEN);
+        return;
+    }
+
+    ngx_hex_dump(out, md, sizeof(md));
+}
+
+
+/* SHA-256 of a followed by b, 32 bytes; md may be b */
+
+static ngx_int_t
+ngx_http_apimon_sha256(u_char *a, size_t alen, u_char *b, size_t blen,
+    u_char *md)
+{
     unsigned int   len;
-    u_char         md[EVP_MAX_MD_SIZE];
     const EVP_MD  *sha256;
 
 #if (OPENSSL_VERSION_NUMBER >= 0x30000000L)
@@ -149,16 +347,15 @@ ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out)
 
     if (ngx_http_apimon_md_ctx == NULL
         || EVP_DigestInit_ex(ngx_http_apimon_md_ctx, sha256, NULL) != 1
-        || EVP_DigestUpdate(ngx_http_apimon_md_ctx, key->data, key->len) != 1
+        || EVP_DigestUpdate(ngx_http_apimon_md_ctx, a, alen) != 1
+        || (blen && EVP_DigestUpdate(ngx_http_apimon_md_ctx, b, blen) != 1)
         || EVP_DigestFinal_ex(ngx_http_apimon_md_ctx, md, &len) != 1
         || len != 32)
     {
-        /* cannot happen with a working libcrypto; never matches a digest */
-        ngx_memset(out, '-', NGX_HTTP_APIMON_DIGEST_LEN);
-        return;
+        return NGX_ERROR;
     }
 
-    ngx_hex_dump(out, md, 32);
+    return NGX_OK;
 }
 
 
@@ -182,14 +379,17 @@ ngx_http_apimon_key_exit(void)
 
 
 ngx_int_t
-ngx_http_apimon_key_generate(u_char *sub_id, u_char *out, ngx_log_t *log)
+ngx_http_apimon_key_generate(u_char *sub_id, ngx_array_t *secrets,
+    u_char *out, size_t *len, ngx_log_t *log)
 {
-    u_char      *p;
-    ngx_uint_t   i, n;
-    u_char       secret[NGX_HTTP_APIMON_SECRET_BYTES];
+    u_char                       *p;
+    ngx_uint_t                    i, n;
+    ngx_http_apimon_key_shape_t  *shape;
+    u_char                        secret[NGX_HTTP_APIMON_SECRET_BYTES];
 
-    p = ngx_cpymem(out, NGX_HTTP_APIMON_KEY_PREFIX,
-                   NGX_HTTP_APIMON_KEY_PREFIX_LEN);
+    shape = secrets ? &ngx_http_apimon_key_v2 : &ngx_http_apimon_key_v1;
+
+    p = ngx_cpymem(out, shape->prefix.data, shape->prefix.len);
 
     n = 0;
 
@@ -218,7 +418,17 @@ ngx_http_apimon_key_generate(u_char *sub_id, u_char *out, ngx_log_t *log)
     ngx_http_apimon_base32(p, secret, sizeof(secret));
     ngx_explicit_memzero(secret, sizeof(secret));
 
-    ngx_http_apimon_key_crc(out, out + NGX_HTTP_APIMON_SIGNED_LEN);
+    p = out + shape->signed_len;
+
+    if (secrets == NULL) {
+        ngx_http_apimon_key_crc(out, p);
+
+    } else if (ngx_http_apimon_key_tag(secrets->elts, out, p) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0, "apimon: HMAC-SHA-256 failed");
+        return NGX_ERROR;
+    }
+
+    *len = shape->signed_len + shape->check_len;
 
     return NGX_OK;
 }
@@ -305,9 +515,76 @@ ngx_http_apimon_key_crc(u_char *key, u_char *out)
     uint32_t   crc;
     ngx_int_t  i;
 
-    crc = ngx_crc32_long(key, NGX_HTTP_APIMON_SIGNED_LEN);
+    crc = ngx_crc32_long(key, ngx_http_apimon_key_v1.signed_len);
 
     for (i = NGX_HTTP_APIMON_CRC_LEN - 1; i >= 0; i--) {
         *out++ = ngx_http_apimon_b32[((uint64_t) crc >> (i * 5)) & 0x1f];
     }
+}
+
+
+/*
+ * The unknown-key cache: direct mapped by the digest, an entry is replaced
+ * by any other digest of its slot.  An entry is never renewed by a hit, so
+ * a key that became valid (a Redis restored from a backup, keys imported)
+ * is refused for at most the TTL after Redis last called it unknown.
+ */
+
+ngx_http_apimon_unknown_t *
+ngx_http_apimon_unknown_create(ngx_pool_t *pool, ngx_uint_t max,
+    ngx_msec_t ttl)
+{
+    ngx_http_apimon_unknown_t  *c;
+
+    c = ngx_pcalloc(pool, sizeof(ngx_http_apimon_unknown_t)
+                          + (max - 1) * sizeof(c->entry[0]));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->max = max;
+    c->ttl = ttl;
+
+    return c;
+}
+
+
+static ngx_uint_t
+ngx_http_apimon_unknown_slot(ngx_http_apimon_unknown_t *c, u_char *digest)
+{
+    /* a digest is hex of SHA-256: its first 8 digits are evenly spread */
+    return (ngx_uint_t) ngx_hextoi(digest, 8) % c->max;
+}
+
+
+ngx_int_t
+ngx_http_apimon_unknown_find(ngx_http_apimon_unknown_t *c, u_char *digest)
+{
+    ngx_uint_t  i;
+
+    i = ngx_http_apimon_unknown_slot(c, digest);
+
+    if (c->entry[i].expires == 0
+        || (ngx_msec_int_t) (c->entry[i].expires - ngx_current_msec) <= 0
+        || ngx_memcmp(c->entry[i].digest, digest, NGX_HTTP_APIMON_DIGEST_LEN)
+           != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *c, u_char *digest)
+{
+    ngx_uint_t  i;
+
+    i = ngx_http_apimon_unknown_slot(c, digest);
+
+    ngx_memcpy(c->entry[i].digest, digest, NGX_HTTP_APIMON_DIGEST_LEN);
+
+    /* 0 marks an empty slot */
+    c->entry[i].expires = (ngx_current_msec + c->ttl) | 1;
 }

@@ -23,6 +23,16 @@ static char *ngx_http_apimon_redis_address(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr);
 static char *ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file);
+static ssize_t ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive,
+    char *what, ngx_str_t *file, u_char *buf, size_t size);
+static char *ngx_http_apimon_key_secret_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
+    u_char *last, ngx_uint_t line);
+static void ngx_http_apimon_key_secrets_wipe(void *data);
+static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -84,6 +94,27 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apimon_loc_conf_t, hide_key),
+      NULL },
+
+    { ngx_string("apimon_key_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_key_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apimon_key_legacy"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, key_legacy),
+      NULL },
+
+    { ngx_string("apimon_unknown_key_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_apimon_unknown_key_cache,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("apimon_rate"),
@@ -177,12 +208,16 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *     amcf->redis_unix = { 0, NULL };
      *     amcf->redis_password = { 0, NULL };
      *     amcf->configured = 0;
+     *     amcf->key_secrets = NULL;
+     *     amcf->unknown = NULL;
      *     amcf->batcher = NULL;       (made by postconfiguration)
      */
 
     amcf->redis_port = NGX_CONF_UNSET;
     amcf->redis_db = NGX_CONF_UNSET;
     amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+    amcf->unknown_max = NGX_CONF_UNSET_UINT;
+    amcf->unknown_ttl = NGX_CONF_UNSET_MSEC;
 
     amcf->redis = ngx_http_apimon_redis_create(cf);
     if (amcf->redis == NULL) {
@@ -202,6 +237,18 @@ ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(amcf->redis_db, 0);
     ngx_conf_init_msec_value(amcf->connect_timeout,
                              NGX_HTTP_APIMON_CONNECT_TIMEOUT);
+    ngx_conf_init_uint_value(amcf->unknown_max, NGX_HTTP_APIMON_UNKNOWN_MAX);
+    ngx_conf_init_msec_value(amcf->unknown_ttl, NGX_HTTP_APIMON_UNKNOWN_TTL);
+
+    if (amcf->configured && amcf->unknown_max) {
+        /* each worker fills its own copy */
+        amcf->unknown = ngx_http_apimon_unknown_create(cf->pool,
+                                                       amcf->unknown_max,
+                                                       amcf->unknown_ttl);
+        if (amcf->unknown == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
 
     return NGX_CONF_OK;
 }
@@ -231,6 +278,7 @@ ngx_http_apimon_create_loc_conf(ngx_conf_t *cf)
     alcf->enable = NGX_CONF_UNSET;
     alcf->key = NGX_CONF_UNSET_PTR;
     alcf->hide_key = NGX_CONF_UNSET;
+    alcf->key_legacy = NGX_CONF_UNSET;
     alcf->rate_n = NGX_CONF_UNSET_UINT;
     alcf->rate_w = NGX_CONF_UNSET_UINT;
     alcf->quota_n = NGX_CONF_UNSET_UINT;
@@ -256,6 +304,7 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_str_value(conf->api, prev->api, "");
     ngx_conf_merge_value(conf->hide_key, prev->hide_key, 1);
+    ngx_conf_merge_value(conf->key_legacy, prev->key_legacy, 1);
     ngx_conf_merge_uint_value(conf->quota_status, prev->quota_status,
                               NGX_HTTP_FORBIDDEN);
     ngx_conf_merge_uint_value(conf->on_redis_error, prev->on_redis_error,
@@ -337,6 +386,14 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon\" is on in location \"%V\", but "
                            "\"apimon_api\" is not set", &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!conf->key_legacy && amcf->key_secrets == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_legacy\" is off, but "
+                           "\"apimon_key_secret_file\" is not set: "
+                           "no key could be valid");
         return NGX_CONF_ERROR;
     }
 
@@ -618,47 +675,13 @@ static char *
 ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file)
 {
-    u_char     *p;
-    ssize_t     n;
-    ngx_fd_t    fd;
-    ngx_str_t   name;
-    ngx_file_t  f;
-    u_char      buf[1024];
+    u_char   *p;
+    ssize_t   n;
+    u_char    buf[1024];
 
-    name = *file;
-
-    if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    fd = ngx_open_file(name.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"apimon_redis\": could not open password "
-                           "file \"%V\"", &name);
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = name;
-    f.log = cf->log;
-
-    n = ngx_read_file(&f, buf, sizeof(buf), 0);
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", &name);
-    }
-
+    n = ngx_http_apimon_read_secret(cf, "apimon_redis", "password file ", file,
+                                    buf, sizeof(buf));
     if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
-    if ((size_t) n == sizeof(buf)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_redis\": password file \"%V\" is "
-                           "too long", &name);
         return NGX_CONF_ERROR;
     }
 
@@ -671,7 +694,7 @@ ngx_http_apimon_redis_password(ngx_conf_t *cf,
     if (n == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_redis\": password file \"%V\" is "
-                           "empty", &name);
+                           "empty", file);
         return NGX_CONF_ERROR;
     }
 
@@ -687,6 +710,274 @@ ngx_http_apimon_redis_password(ngx_conf_t *cf,
     amcf->redis_password.len = n;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * A small file of secrets into buf; a file of "size" bytes or more is an
+ * error.  The messages name the directive and the file, never what it holds.
+ * "file" is made a full name (relative to the prefix).
+ */
+
+static ssize_t
+ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive, char *what,
+    ngx_str_t *file, u_char *buf, size_t size)
+{
+    ssize_t     n;
+    ngx_fd_t    fd;
+    ngx_file_t  f;
+
+    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%s\": could not open %s\"%V\"",
+                           directive, what, file);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = *file;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, buf, size, 0);
+
+    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", file);
+    }
+
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\": could not read %s\"%V\"",
+                           directive, what, file);
+        ngx_explicit_memzero(buf, size);
+        return NGX_ERROR;
+    }
+
+    if ((size_t) n == size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%s\": %s\"%V\" is too long (%uz bytes or "
+                           "more)", directive, what, file, size);
+        ngx_explicit_memzero(buf, size);
+        return NGX_ERROR;
+    }
+
+    return n;
+}
+
+
+/*
+ * apimon_key_secret_file <file>: one secret per line, the first signs new
+ * keys, the others (older secrets) are still accepted; blank lines and
+ * trailing blanks do not count.
+ */
+
+static char *
+ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_apimon_main_conf_t *amcf = conf;
+
+    char                *rv;
+    u_char              *p, *eol, *last;
+    ssize_t              n;
+    ngx_str_t           *value, file;
+    ngx_uint_t           line;
+    ngx_pool_cleanup_t  *cln;
+    u_char               buf[4096];
+
+    if (amcf->key_secrets) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    file = value[1];
+
+    n = ngx_http_apimon_read_secret(cf, "apimon_key_secret_file", "", &file,
+                                    buf, sizeof(buf));
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* never grown: the secrets stay where the cleanup wipes them */
+    amcf->key_secrets = ngx_array_create(cf->pool,
+                                         NGX_HTTP_APIMON_KEY_SECRETS_MAX,
+                                         sizeof(ngx_http_apimon_key_secret_t));
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (amcf->key_secrets == NULL || cln == NULL) {
+        rv = NGX_CONF_ERROR;
+        goto done;
+    }
+
+    cln->handler = ngx_http_apimon_key_secrets_wipe;
+    cln->data = amcf->key_secrets;
+
+    rv = NGX_CONF_OK;
+    last = buf + n;
+    line = 1;
+
+    for (p = buf; p < last && rv == NGX_CONF_OK; p = eol + 1, line++) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        rv = ngx_http_apimon_key_secret_line(cf, amcf, &file, p, eol, line);
+    }
+
+    if (rv == NGX_CONF_OK && amcf->key_secrets->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": \"%V\" holds no "
+                           "secret", &file);
+        rv = NGX_CONF_ERROR;
+    }
+
+done:
+
+    ngx_explicit_memzero(buf, sizeof(buf));
+
+    return rv;
+}
+
+
+static char *
+ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
+    u_char *last, ngx_uint_t line)
+{
+    ngx_http_apimon_key_secret_t  *s;
+
+    while (last > p && (last[-1] == '\r' || last[-1] == ' '
+                        || last[-1] == '\t'))
+    {
+        last--;
+    }
+
+    if (last == p) {
+        return NGX_CONF_OK;
+    }
+
+    if (last - p < NGX_HTTP_APIMON_KEY_SECRET_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": the secret on line "
+                           "%ui of \"%V\" is too short (at least %d bytes; "
+                           "e.g. openssl rand -hex 32)", line, file,
+                           NGX_HTTP_APIMON_KEY_SECRET_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    if (amcf->key_secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": \"%V\" holds more "
+                           "than %d secrets", file,
+                           NGX_HTTP_APIMON_KEY_SECRETS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    s = ngx_array_push(amcf->key_secrets);
+    if (s == NULL
+        || ngx_http_apimon_key_secret_init(s, p, last - p) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the configuration is freed (a reload): its secrets do not linger */
+
+static void
+ngx_http_apimon_key_secrets_wipe(void *data)
+{
+    ngx_array_t  *a = data;
+
+    ngx_explicit_memzero(a->elts, a->nalloc * a->size);
+}
+
+
+/* apimon_unknown_key_cache max=N [ttl=T] | off */
+
+static char *
+ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_apimon_main_conf_t *amcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, s;
+    ngx_msec_t   ms;
+    ngx_uint_t   i;
+
+    if (amcf->unknown_max != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        if (cf->args->nelts != 2) {
+            goto invalid;
+        }
+
+        amcf->unknown_max = 0;
+        return NGX_CONF_OK;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "max=", 4) == 0) {
+            n = ngx_atoi(value[i].data + 4, value[i].len - 4);
+            if (n < 1 || n > 1048576) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"apimon_unknown_key_cache\": invalid "
+                                   "\"%V\", expected max=1..1048576",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            amcf->unknown_max = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0 || ms > 3600000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"apimon_unknown_key_cache\": invalid "
+                                   "\"%V\", expected a time from 1ms "
+                                   "to 1h", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            amcf->unknown_ttl = ms;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (amcf->unknown_max == NGX_CONF_UNSET_UINT) {
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_unknown_key_cache\": expected "
+                       "max=N [ttl=time] or off");
+    return NGX_CONF_ERROR;
 }
 
 

@@ -37,6 +37,11 @@ C<workers> (default 2). Nothing runs yet.
 
 =item $n->prefix, $n->conf_file, $n->error_log_file, $n->access_log_file
 
+=item $n->key_secret
+
+The key secret of the instance's C<apimon_key_secret_file> (keys of version 2
+are tagged under it: C<Apimon::Redis::new_key_v2($id, $n-E<gt>key_secret)>).
+
 =item $n->port($name)
 
 A free TCP port on 127.0.0.1, the same one for the same name. C<http> is the
@@ -56,7 +61,10 @@ C<http> text added to the http block, C<server> text added to the main server
 block (which listens on C<http_port>), C<main> text added at top level,
 C<log_format> the access log format (default: C<$uri $status $apimon_result
 $apimon_subscription $apimon_plan $apimon_product $apimon_quota_remaining
-$apimon_rate_remaining>).
+$apimon_rate_remaining>), C<key_secret> the text of the file that
+C<apimon_key_secret_file conf/key.secret;> (always in the http block) names:
+default a random secret made once per instance (see C<key_secret>), C<undef>
+for no such line (keys of version 1 only, as without the directive).
 
 The http block always holds C<upstream backend> and its server on
 C<port('backend')>, which answers every request with 200 and a text body:
@@ -174,6 +182,11 @@ sub port {
 }
 
 sub http_port { $_[0]->port('http') }
+
+sub key_secret {
+    my ($self) = @_;
+    return $self->{key_secret} //= join '', map { sprintf '%02x', int rand 256 } 1 .. 32;
+}
 sub url       { 'http://127.0.0.1:' . $_[0]->http_port . ($_[1] // '/') }
 
 sub free_port {
@@ -218,6 +231,13 @@ sub _config {
         $redis = 'apimon_redis 127.0.0.1:' . $o{redis}->port . ';';
     }
 
+    my $secret = '';
+    if (!exists $o{key_secret} || defined $o{key_secret}) {
+        $self->{key_secret} = $o{key_secret} // $self->key_secret;
+        _write("$p/conf/key.secret", "$self->{key_secret}\n");
+        $secret = "apimon_key_secret_file $p/conf/key.secret;";
+    }
+
     my $log_format = $o{log_format} // '$uri $status $apimon_result '
         . '$apimon_subscription $apimon_plan $apimon_product '
         . '$apimon_quota_remaining $apimon_rate_remaining';
@@ -253,6 +273,7 @@ http {
     access_log $p/logs/access.log apimon_test;
 
     $redis
+    $secret
 
     upstream backend {
         server 127.0.0.1:$backend;

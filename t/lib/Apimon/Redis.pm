@@ -115,13 +115,17 @@ C<cmd>. C<$r-E<gt>try_script(...)> returns the error as an object instead.
 
 =item new_uuid() - random (v4) lowercase dashed UUID
 
-=item new_key($sub_id) - a fresh 74-character API key for that subscription
+=item new_key($sub_id) - a fresh 74-character API key (version 1, CRC-32) for that subscription
+
+=item new_key_v2($sub_id, $secret) - a fresh 84-character API key (version 2) tagged under that secret
+
+=item key_tag($first68, $secret) - the 16 base32 tag digits of a version 2 key
 
 =item key_digest($key) - sha256 hex of the key (what Redis stores)
 
 =item key_checksum($first67) - the 7 base32 checksum digits
 
-=item key_valid($key) - 1 if the key has the right shape and checksum
+=item key_valid($key [, $secret]) - 1 if the key has the right shape and checksum (version 1) or tag (version 2; without C<$secret> the shape only)
 
 =item key_sub_id($key) - the dashed subscription id inside a key
 
@@ -211,7 +215,7 @@ use File::Temp qw(tempdir);
 use File::Basename qw(dirname);
 use File::Spec;
 use POSIX qw(:sys_wait_h);
-use Digest::SHA qw(sha1_hex sha256_hex);
+use Digest::SHA qw(sha1_hex sha256_hex hmac_sha256);
 use Compress::Zlib qw(crc32);
 use JSON::PP;
 use Time::HiRes qw(time sleep);
@@ -576,15 +580,33 @@ sub new_key {
     return $k . key_checksum($k);
 }
 
+sub key_tag {
+    my ($first68, $secret) = @_;
+    return base32(substr(hmac_sha256($first68, $secret), 0, 10));
+}
+
+sub new_key_v2 {
+    my ($id, $secret) = @_;
+    (my $hex = lc $id) =~ tr/-//d;
+    croak "bad subscription id $id" unless $hex =~ /^[0-9a-f]{32}$/;
+    my $k = 'ak2_' . $hex . base32(_random(20));
+    return $k . key_tag($k, $secret);
+}
+
 sub key_valid {
-    my $k = pop;
-    return 0 unless defined $k && $k =~ /^ak_[0-9a-f]{32}[a-z2-7]{32}([a-z2-7]{7})$/;
+    my ($k, $secret) = @_;
+    return 0 unless defined $k;
+    if ($k =~ /^ak2_[0-9a-f]{32}[a-z2-7]{32}([a-z2-7]{16})$/) {
+        return 1 unless defined $secret;
+        return key_tag(substr($k, 0, 68), $secret) eq $1 ? 1 : 0;
+    }
+    return 0 unless $k =~ /^ak_[0-9a-f]{32}[a-z2-7]{32}([a-z2-7]{7})$/;
     return key_checksum(substr($k, 0, 67)) eq $1 ? 1 : 0;
 }
 
 sub key_sub_id {
     my $k = pop;
-    my $h = substr($k, 3, 32);
+    my $h = substr($k, $k =~ /^ak2_/ ? 4 : 3, 32);
     return join '-', substr($h, 0, 8), substr($h, 8, 4), substr($h, 12, 4),
                      substr($h, 16, 4), substr($h, 20, 12);
 }
