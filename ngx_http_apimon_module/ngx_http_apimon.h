@@ -27,6 +27,8 @@
 
 #define NGX_HTTP_APIMON_KEY_SECRET_MIN    32   /* bytes of one secret */
 #define NGX_HTTP_APIMON_KEY_SECRETS_MAX   4    /* secrets accepted at once */
+#define NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX  4096  /* bytes of the file */
+#define NGX_HTTP_APIMON_PASSWORD_MAX      1024 /* bytes of a password file */
 #define NGX_HTTP_APIMON_UNKNOWN_MAX       1024 /* unknown-key cache entries */
 #define NGX_HTTP_APIMON_UNKNOWN_TTL       5000 /* ms */
 
@@ -191,6 +193,27 @@ void ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *cache,
 ngx_int_t ngx_http_apimon_uuid(u_char *out, ngx_log_t *log);
 /* frees the digest state (exit_process) */
 void ngx_http_apimon_key_exit(void);
+
+
+/*
+ * Secret files (ngx_http_apimon_key.c), read at configuration time: at most
+ * "max" bytes; "file" becomes the full name.  The messages name the
+ * directive being parsed and the file ("what" precedes its name, e.g.
+ * "password file "), never what it holds.
+ */
+
+/* one line of a secret file, without its '\n'; line counts from 1 */
+typedef char *(*ngx_http_apimon_secret_line_pt)(ngx_conf_t *cf, void *data,
+    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
+
+/* the whole file; on NGX_OK free it with ngx_http_apimon_secret_free() */
+ngx_int_t ngx_http_apimon_secret_read(ngx_conf_t *cf, ngx_str_t *file,
+    const char *what, size_t max, ngx_str_t *text);
+/* the handler on each line, until one does not return NGX_CONF_OK */
+char *ngx_http_apimon_secret_lines(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, ngx_http_apimon_secret_line_pt handler, void *data);
+/* wipes and frees what ngx_http_apimon_secret_read() returned */
+void ngx_http_apimon_secret_free(ngx_str_t *text);
 
 
 /*

@@ -1,6 +1,7 @@
 /*
  * API keys: shape, tag or checksum, digest, generation (schema/README.md,
- * "API keys"), and the per-worker cache of keys Redis called unknown.
+ * "API keys"), the per-worker cache of keys Redis called unknown, and the
+ * one reader of secret files (key secrets, the Redis password, admin tokens).
  *
  *   version 2:  ak2_ <32 hex: subscription id> <32 base32: 160 random bits>
  *               <16 base32: tag>
@@ -587,4 +588,117 @@ ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *c, u_char *digest)
 
     /* 0 marks an empty slot */
     c->entry[i].expires = (ngx_current_msec + c->ttl) | 1;
+}
+
+
+/*
+ * Secret files: apimon_redis password_file=, apimon_key_secret_file and
+ * apimon_admin_token_file.  The messages name the directive (the first
+ * argument of the line being parsed) and the file, never what it holds;
+ * what was read is wiped before it is freed.
+ */
+
+ngx_int_t
+ngx_http_apimon_secret_read(ngx_conf_t *cf, ngx_str_t *file, const char *what,
+    size_t max, ngx_str_t *text)
+{
+    ssize_t     n;
+    u_char     *buf;
+    ngx_str_t  *directive;
+    ngx_file_t  f;
+
+    directive = cf->args->elts;
+
+    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.name = *file;
+    f.log = cf->log;
+
+    f.fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (f.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\": could not open %s\"%V\"",
+                           directive, what, file);
+        return NGX_ERROR;
+    }
+
+    /* one byte more than allowed tells a file that is too long */
+    buf = ngx_alloc(max + 1, cf->log);
+
+    n = buf ? ngx_read_file(&f, buf, max + 1, 0) : NGX_ERROR;
+
+    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", file);
+    }
+
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->data = buf;
+    text->len = max + 1;
+
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": could not read %s\"%V\"",
+                           directive, what, file);
+        ngx_http_apimon_secret_free(text);
+        return NGX_ERROR;
+    }
+
+    if ((size_t) n > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": %s\"%V\" is too long (over %uz bytes)",
+                           directive, what, file, max);
+        ngx_http_apimon_secret_free(text);
+        return NGX_ERROR;
+    }
+
+    text->len = n;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_apimon_secret_lines(ngx_conf_t *cf, ngx_str_t *file, size_t max,
+    ngx_http_apimon_secret_line_pt handler, void *data)
+{
+    char        *rv;
+    u_char      *p, *eol, *last;
+    ngx_str_t    text;
+    ngx_uint_t   line;
+
+    if (ngx_http_apimon_secret_read(cf, file, "", max, &text) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_OK;
+    last = text.data + text.len;
+    line = 1;
+
+    for (p = text.data; p < last && rv == NGX_CONF_OK; p = eol + 1, line++) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        rv = handler(cf, data, p, eol, file, line);
+    }
+
+    ngx_http_apimon_secret_free(&text);
+
+    return rv;
+}
+
+
+void
+ngx_http_apimon_secret_free(ngx_str_t *text)
+{
+    ngx_explicit_memzero(text->data, text->len);
+    ngx_free(text->data);
 }

@@ -23,13 +23,10 @@ static char *ngx_http_apimon_redis_address(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr);
 static char *ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file);
-static ssize_t ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive,
-    char *what, ngx_str_t *file, u_char *buf, size_t size);
 static char *ngx_http_apimon_key_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
-    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
-    u_char *last, ngx_uint_t line);
+static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data,
+    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
 static void ngx_http_apimon_key_secrets_wipe(void *data);
 static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -675,18 +672,20 @@ static char *
 ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file)
 {
-    u_char   *p;
-    ssize_t   n;
-    u_char    buf[1024];
+    size_t     n;
+    ngx_str_t  text;
 
-    n = ngx_http_apimon_read_secret(cf, "apimon_redis", "password file ", file,
-                                    buf, sizeof(buf));
-    if (n == NGX_ERROR) {
+    if (ngx_http_apimon_secret_read(cf, file, "password file ",
+                                    NGX_HTTP_APIMON_PASSWORD_MAX, &text)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
-                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    n = text.len;
+
+    while (n > 0 && (text.data[n - 1] == '\n' || text.data[n - 1] == '\r'
+                     || text.data[n - 1] == ' ' || text.data[n - 1] == '\t'))
     {
         n--;
     }
@@ -695,79 +694,20 @@ ngx_http_apimon_redis_password(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_redis\": password file \"%V\" is "
                            "empty", file);
+        ngx_http_apimon_secret_free(&text);
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, n);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
+    amcf->redis_password.data = ngx_pnalloc(cf->pool, n);
+
+    if (amcf->redis_password.data) {
+        ngx_memcpy(amcf->redis_password.data, text.data, n);
+        amcf->redis_password.len = n;
     }
 
-    ngx_memcpy(p, buf, n);
-    ngx_explicit_memzero(buf, sizeof(buf));
+    ngx_http_apimon_secret_free(&text);
 
-    amcf->redis_password.data = p;
-    amcf->redis_password.len = n;
-
-    return NGX_CONF_OK;
-}
-
-
-/*
- * A small file of secrets into buf; a file of "size" bytes or more is an
- * error.  The messages name the directive and the file, never what it holds.
- * "file" is made a full name (relative to the prefix).
- */
-
-static ssize_t
-ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive, char *what,
-    ngx_str_t *file, u_char *buf, size_t size)
-{
-    ssize_t     n;
-    ngx_fd_t    fd;
-    ngx_file_t  f;
-
-    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"%s\": could not open %s\"%V\"",
-                           directive, what, file);
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = *file;
-    f.log = cf->log;
-
-    n = ngx_read_file(&f, buf, size, 0);
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", file);
-    }
-
-    if (n == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\": could not read %s\"%V\"",
-                           directive, what, file);
-        ngx_explicit_memzero(buf, size);
-        return NGX_ERROR;
-    }
-
-    if ((size_t) n == size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\": %s\"%V\" is too long (%uz bytes or "
-                           "more)", directive, what, file, size);
-        ngx_explicit_memzero(buf, size);
-        return NGX_ERROR;
-    }
-
-    return n;
+    return amcf->redis_password.data ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 
@@ -784,12 +724,8 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_apimon_main_conf_t *amcf = conf;
 
     char                *rv;
-    u_char              *p, *eol, *last;
-    ssize_t              n;
     ngx_str_t           *value, file;
-    ngx_uint_t           line;
     ngx_pool_cleanup_t  *cln;
-    u_char               buf[4096];
 
     if (amcf->key_secrets) {
         return "is duplicate";
@@ -798,12 +734,6 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
     file = value[1];
 
-    n = ngx_http_apimon_read_secret(cf, "apimon_key_secret_file", "", &file,
-                                    buf, sizeof(buf));
-    if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
-
     /* never grown: the secrets stay where the cleanup wipes them */
     amcf->key_secrets = ngx_array_create(cf->pool,
                                          NGX_HTTP_APIMON_KEY_SECRETS_MAX,
@@ -811,46 +741,34 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     cln = ngx_pool_cleanup_add(cf->pool, 0);
 
     if (amcf->key_secrets == NULL || cln == NULL) {
-        rv = NGX_CONF_ERROR;
-        goto done;
+        return NGX_CONF_ERROR;
     }
 
     cln->handler = ngx_http_apimon_key_secrets_wipe;
     cln->data = amcf->key_secrets;
 
-    rv = NGX_CONF_OK;
-    last = buf + n;
-    line = 1;
-
-    for (p = buf; p < last && rv == NGX_CONF_OK; p = eol + 1, line++) {
-        eol = ngx_strlchr(p, last, '\n');
-        if (eol == NULL) {
-            eol = last;
-        }
-
-        rv = ngx_http_apimon_key_secret_line(cf, amcf, &file, p, eol, line);
-    }
+    rv = ngx_http_apimon_secret_lines(cf, &file,
+                                      NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX,
+                                      ngx_http_apimon_key_secret_line,
+                                      amcf->key_secrets);
 
     if (rv == NGX_CONF_OK && amcf->key_secrets->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_key_secret_file\": \"%V\" holds no "
                            "secret", &file);
-        rv = NGX_CONF_ERROR;
+        return NGX_CONF_ERROR;
     }
-
-done:
-
-    ngx_explicit_memzero(buf, sizeof(buf));
 
     return rv;
 }
 
 
 static char *
-ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
-    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
-    u_char *last, ngx_uint_t line)
+ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data, u_char *p,
+    u_char *last, ngx_str_t *file, ngx_uint_t line)
 {
+    ngx_array_t  *secrets = data;
+
     ngx_http_apimon_key_secret_t  *s;
 
     while (last > p && (last[-1] == '\r' || last[-1] == ' '
@@ -872,7 +790,7 @@ ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (amcf->key_secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
+    if (secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_key_secret_file\": \"%V\" holds more "
                            "than %d secrets", file,
@@ -880,7 +798,7 @@ ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    s = ngx_array_push(amcf->key_secrets);
+    s = ngx_array_push(secrets);
     if (s == NULL
         || ngx_http_apimon_key_secret_init(s, p, last - p) != NGX_OK)
     {
