@@ -18,12 +18,7 @@ my $loc = "        location /x/ { apimon on; apimon_api forecast; proxy_pass htt
 my $secret = join '', map { sprintf '%02x', int rand 256 } 1 .. 32;     # 64 bytes
 my $token = 'tok-' . join '', map { sprintf '%02x', int rand 256 } 1 .. 16;
 
-sub write_file {
-    my ($file, $text) = @_;
-    open my $fh, '>', $file or die "$file: $!";
-    print $fh $text;
-    close $fh;
-}
+sub write_file { open my $fh, '>', $_[0] or die "$_[0]: $!"; print $fh $_[1]; close $fh or die $! }
 
 # each directive: its line for a file, the limit, a file of exactly that many
 # bytes holding one secret, and how the message calls the file
