@@ -210,7 +210,6 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *     amcf->batcher = NULL;       (made by postconfiguration)
      */
 
-    amcf->redis_port = NGX_CONF_UNSET;
     amcf->redis_db = NGX_CONF_UNSET;
     amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     amcf->unknown_max = NGX_CONF_UNSET_UINT;
@@ -230,7 +229,6 @@ ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_apimon_main_conf_t *amcf = conf;
 
-    ngx_conf_init_value(amcf->redis_port, 6379);
     ngx_conf_init_value(amcf->redis_db, 0);
     ngx_conf_init_msec_value(amcf->connect_timeout,
                              NGX_HTTP_APIMON_CONNECT_TIMEOUT);
@@ -561,110 +559,67 @@ ngx_http_apimon_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * ip[:port], [ipv6][:port] or unix:path; numeric addresses only: hiredis
+ * would resolve a host name with a blocking call in the worker
+ */
+
 static char *
 ngx_http_apimon_redis_address(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr)
 {
-    u_char     *p, *last, *colon;
-    ngx_str_t   host, port;
-    ngx_int_t   n;
-#if (NGX_HAVE_INET6)
-    u_char      buf[16];
-#endif
+    u_char              *p;
+    ngx_url_t            u;
+    struct sockaddr_un  *saun;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\": invalid address \"%V\" (%s)",
+                           addr, u.err ? u.err : "no memory");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\" needs a numeric IP address or "
+                           "a unix: socket path, not \"%V\" (host names "
+                           "would be resolved with a blocking call)", &u.host);
+        return NGX_CONF_ERROR;
+    }
 
     amcf->redis_addr = *addr;
 
-    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
-        p = ngx_pnalloc(cf->pool, addr->len - 5 + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    if (u.family == AF_UNIX) {
+        saun = (struct sockaddr_un *) u.addrs[0].sockaddr;
 
-        (void) ngx_cpystrn(p, addr->data + 5, addr->len - 5 + 1);
-
-        amcf->redis_unix.data = p;
-        amcf->redis_unix.len = addr->len - 5;
+        amcf->redis_unix.data = (u_char *) saun->sun_path;
+        amcf->redis_unix.len = ngx_strlen(saun->sun_path);
 
         return NGX_CONF_OK;
     }
 
-    last = addr->data + addr->len;
-    port.len = 0;
-    port.data = NULL;
+    /* the address as hiredis takes it: "::1", not "[::1]" */
 
-    if (addr->len && addr->data[0] == '[') {
-        p = ngx_strlchr(addr->data, last, ']');
-        if (p == NULL) {
-            goto invalid;
-        }
-
-        host.data = addr->data + 1;
-        host.len = p - host.data;
-
-        if (p + 1 < last) {
-            if (p[1] != ':') {
-                goto invalid;
-            }
-
-            port.data = p + 2;
-            port.len = last - port.data;
-        }
-
-    } else {
-        colon = ngx_strlchr(addr->data, last, ':');
-
-        host.data = addr->data;
-        host.len = colon ? (size_t) (colon - addr->data) : addr->len;
-
-        if (colon) {
-            port.data = colon + 1;
-            port.len = last - port.data;
-        }
-    }
-
-    if (host.len == 0) {
-        goto invalid;
-    }
-
-    if (ngx_inet_addr(host.data, host.len) == INADDR_NONE
-#if (NGX_HAVE_INET6)
-        && ngx_inet6_addr(host.data, host.len, buf) != NGX_OK
-#endif
-       )
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_redis\" needs a numeric IP address or "
-                           "a unix: socket path, not \"%V\" (host names "
-                           "would be resolved with a blocking call)", &host);
-        return NGX_CONF_ERROR;
-    }
-
-    if (port.len) {
-        n = ngx_atoi(port.data, port.len);
-        if (n < 1 || n > 65535) {
-            goto invalid;
-        }
-
-        amcf->redis_port = n;
-    }
-
-    p = ngx_pnalloc(cf->pool, host.len + 1);
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    (void) ngx_cpystrn(p, host.data, host.len + 1);
-
     amcf->redis_host.data = p;
-    amcf->redis_host.len = host.len;
+    amcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                         u.addrs[0].socklen, p,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    p[amcf->redis_host.len] = '\0';
+
+    amcf->redis_port = u.port;
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"apimon_redis\": invalid address \"%V\"", addr);
-    return NGX_CONF_ERROR;
 }
 
 
