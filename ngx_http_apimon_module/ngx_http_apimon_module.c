@@ -30,23 +30,39 @@ static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data,
 static void ngx_http_apimon_key_secrets_wipe(void *data);
 static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+static char *ngx_http_apimon_api(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_rate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_quota(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_apimon_status_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_apimon_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_apimon_on_redis_error(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_apimon_valid_name(ngx_str_t *name);
 static void ngx_http_apimon_key_source(ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *value);
 static ngx_int_t ngx_http_apimon_number_text(ngx_conf_t *cf, ngx_str_t *s,
     ngx_uint_t n);
+
+
+static ngx_conf_post_t  ngx_http_apimon_api_post = {
+    ngx_http_apimon_api
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_apimon_quota_status_bounds = {
+    ngx_http_apimon_status_bounds, 400, 599
+};
+
+
+static ngx_conf_enum_t  ngx_http_apimon_on_redis_error_values[] = {
+    { ngx_string("open"), NGX_HTTP_APIMON_REDIS_OPEN },
+    { ngx_string("closed"), NGX_HTTP_APIMON_REDIS_CLOSED },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_apimon_commands[] = {
@@ -74,16 +90,16 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_api"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_api,
+      ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, api),
+      &ngx_http_apimon_api_post },
 
     { ngx_string("apimon_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_apimon_key,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_apimon_loc_conf_t, key),
       NULL },
 
     { ngx_string("apimon_hide_key"),
@@ -130,17 +146,17 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_quota_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_quota_status,
+      ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, quota_status),
+      &ngx_http_apimon_quota_status_bounds },
 
     { ngx_string("apimon_on_redis_error"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_on_redis_error,
+      ngx_http_apimon_conf_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
+      ngx_http_apimon_on_redis_error_values },
 
     { ngx_string("apimon_legacy_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -854,27 +870,19 @@ invalid:
 }
 
 
+/* apimon_api <name>: the name the catalog's products list */
+
 static char *
-ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_apimon_api(ngx_conf_t *cf, void *post, void *data)
 {
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+    ngx_str_t  *name = data;
 
-    ngx_str_t  *value;
-
-    if (alcf->api.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_apimon_valid_name(&value[1]) != NGX_OK) {
+    if (ngx_http_apimon_valid_name(name) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_api\": invalid API name \"%V\", "
-                           "expected 1-64 of A-Z a-z 0-9 . _ -", &value[1]);
+                           "expected 1-64 of A-Z a-z 0-9 . _ -", name);
         return NGX_CONF_ERROR;
     }
-
-    alcf->api = value[1];
 
     return NGX_CONF_OK;
 }
@@ -911,12 +919,8 @@ ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_apimon_loc_conf_t *alcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_compile_complex_value_t   ccv;
-
-    if (alcf->key != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
+    char       *rv;
+    ngx_str_t  *value;
 
     value = cf->args->elts;
 
@@ -924,24 +928,13 @@ ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "takes an empty value";
     }
 
-    alcf->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    if (alcf->key == NULL) {
-        return NGX_CONF_ERROR;
+    rv = ngx_http_set_complex_value_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        ngx_http_apimon_key_source(alcf, &value[1]);
     }
 
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = alcf->key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_http_apimon_key_source(alcf, &value[1]);
-
-    return NGX_CONF_OK;
+    return rv;
 }
 
 
@@ -1124,60 +1117,65 @@ invalid:
 }
 
 
-static char *
-ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+/* ngx_conf_check_num_bounds(), in words that name the directive */
 
-    ngx_int_t   n;
+static char *
+ngx_http_apimon_status_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
     ngx_str_t  *value;
 
-    if (alcf->quota_status != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
+    if (*np >= bounds->low && *np <= bounds->high) {
+        return NGX_CONF_OK;
     }
 
     value = cf->args->elts;
 
-    n = ngx_atoi(value[1].data, value[1].len);
-
-    if (n < 400 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_quota_status\": status \"%V\" must be "
-                           "between 400 and 599", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->quota_status = n;
-
-    return NGX_CONF_OK;
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\": status \"%V\" must be between %i and %i",
+                       &value[0], &value[1], bounds->low, bounds->high);
+    return NGX_CONF_ERROR;
 }
 
 
+/*
+ * ngx_conf_set_enum_slot(), with a message that names the directive and the
+ * values it takes
+ */
+
 static char *
-ngx_http_apimon_on_redis_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_apimon_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+    ngx_conf_enum_t  *e = cmd->post;
 
-    ngx_str_t  *value;
-
-    if (alcf->on_redis_error != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
+    u_char      *p, *last;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+    u_char       buf[256];
 
     value = cf->args->elts;
 
-    if (value[1].len == 4 && ngx_strncmp(value[1].data, "open", 4) == 0) {
-        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_OPEN;
-        return NGX_CONF_OK;
+    for (i = 0; e[i].name.len; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            return ngx_conf_set_enum_slot(cf, cmd, conf);
+        }
     }
 
-    if (value[1].len == 6 && ngx_strncmp(value[1].data, "closed", 6) == 0) {
-        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_CLOSED;
-        return NGX_CONF_OK;
+    p = buf;
+    last = buf + sizeof(buf);
+
+    for (i = 0; e[i].name.len; i++) {
+        p = ngx_slprintf(p, last, "%s\"%V\"",
+                         i == 0 ? "" : (e[i + 1].name.len ? ", " : " or "),
+                         &e[i].name);
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"apimon_on_redis_error\": invalid value \"%V\", "
-                       "expected \"open\" or \"closed\"", &value[1]);
+                       "\"%V\": invalid value \"%V\", expected %*s",
+                       &value[0], &value[1], (size_t) (p - buf), buf);
     return NGX_CONF_ERROR;
 }
