@@ -91,7 +91,7 @@ typedef struct {
 
 
 /*
- * The Redis transport (ngx_http_apimon_redis.c).
+ * The Redis transport (ngx_http_apimon_redis*.c, ngx_http_apimon_redis.h).
  *
  * One hiredis async connection per worker, driven by nginx events.  A call
  * is an ngx_http_apimon_redis_call_t allocated outside any request pool; its
