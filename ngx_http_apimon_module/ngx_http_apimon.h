@@ -25,9 +25,6 @@
 #define NGX_HTTP_APIMON_SUB_ID_LEN     36      /* dashed UUID */
 #define NGX_HTTP_APIMON_DIGEST_LEN     64      /* sha256, hex */
 
-#define NGX_HTTP_APIMON_KEY_SECRET_MIN    32   /* bytes of one secret */
-#define NGX_HTTP_APIMON_KEY_SECRETS_MAX   4    /* secrets accepted at once */
-#define NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX  4096  /* bytes of the file */
 #define NGX_HTTP_APIMON_PASSWORD_MAX      1024 /* bytes of a password file */
 #define NGX_HTTP_APIMON_UNKNOWN_MAX       1024 /* unknown-key cache entries */
 #define NGX_HTTP_APIMON_UNKNOWN_TTL       5000 /* ms */
@@ -178,9 +175,12 @@ void ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out);
  */
 ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, ngx_array_t *secrets,
     u_char *out, size_t *len, ngx_log_t *log);
-/* a secret read from a file, prepared for the HMAC; NGX_ERROR: no memory */
-ngx_int_t ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
-    u_char *data, size_t len);
+/*
+ * the secrets of an apimon_key_secret_file, prepared for the HMAC and wiped
+ * when the configuration is freed; NULL: an error, logged
+ */
+ngx_array_t *ngx_http_apimon_key_secrets_read(ngx_conf_t *cf,
+    ngx_str_t *file);
 /* the unknown-key cache: made at configuration time, filled per worker */
 ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_create(ngx_pool_t *pool,
     ngx_uint_t max, ngx_msec_t ttl);
@@ -202,7 +202,10 @@ void ngx_http_apimon_key_exit(void);
  * "password file "), never what it holds.
  */
 
-/* one line of a secret file, without its '\n'; line counts from 1 */
+/*
+ * one line of a secret file, without its '\n' and trailing blanks and '\r';
+ * blank lines are skipped; line counts from 1
+ */
 typedef char *(*ngx_http_apimon_secret_line_pt)(ngx_conf_t *cf, void *data,
     u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
 

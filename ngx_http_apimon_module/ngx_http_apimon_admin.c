@@ -1760,13 +1760,7 @@ ngx_http_apimon_admin_token_line(ngx_conf_t *cf, void *data, u_char *p,
         p++;
     }
 
-    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
-                        || last[-1] == '\r'))
-    {
-        last--;
-    }
-
-    if (p == last || *p == '#') {
+    if (*p == '#') {
         return NGX_CONF_OK;
     }
 

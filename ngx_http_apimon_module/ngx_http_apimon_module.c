@@ -25,9 +25,6 @@ static char *ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file);
 static char *ngx_http_apimon_key_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data,
-    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
-static void ngx_http_apimon_key_secrets_wipe(void *data);
 static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_apimon_api(ngx_conf_t *cf, void *post, void *data);
@@ -682,11 +679,7 @@ ngx_http_apimon_redis_password(ngx_conf_t *cf,
 }
 
 
-/*
- * apimon_key_secret_file <file>: one secret per line, the first signs new
- * keys, the others (older secrets) are still accepted; blank lines and
- * trailing blanks do not count.
- */
+/* apimon_key_secret_file <file> */
 
 static char *
 ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -694,100 +687,17 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_apimon_main_conf_t *amcf = conf;
 
-    char                *rv;
-    ngx_str_t           *value, file;
-    ngx_pool_cleanup_t  *cln;
+    ngx_str_t  *value;
 
     if (amcf->key_secrets) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
-    file = value[1];
 
-    /* never grown: the secrets stay where the cleanup wipes them */
-    amcf->key_secrets = ngx_array_create(cf->pool,
-                                         NGX_HTTP_APIMON_KEY_SECRETS_MAX,
-                                         sizeof(ngx_http_apimon_key_secret_t));
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    amcf->key_secrets = ngx_http_apimon_key_secrets_read(cf, &value[1]);
 
-    if (amcf->key_secrets == NULL || cln == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    cln->handler = ngx_http_apimon_key_secrets_wipe;
-    cln->data = amcf->key_secrets;
-
-    rv = ngx_http_apimon_secret_lines(cf, &file,
-                                      NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX,
-                                      ngx_http_apimon_key_secret_line,
-                                      amcf->key_secrets);
-
-    if (rv == NGX_CONF_OK && amcf->key_secrets->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": \"%V\" holds no "
-                           "secret", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    return rv;
-}
-
-
-static char *
-ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data, u_char *p,
-    u_char *last, ngx_str_t *file, ngx_uint_t line)
-{
-    ngx_array_t  *secrets = data;
-
-    ngx_http_apimon_key_secret_t  *s;
-
-    while (last > p && (last[-1] == '\r' || last[-1] == ' '
-                        || last[-1] == '\t'))
-    {
-        last--;
-    }
-
-    if (last == p) {
-        return NGX_CONF_OK;
-    }
-
-    if (last - p < NGX_HTTP_APIMON_KEY_SECRET_MIN) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": the secret on line "
-                           "%ui of \"%V\" is too short (at least %d bytes; "
-                           "e.g. openssl rand -hex 32)", line, file,
-                           NGX_HTTP_APIMON_KEY_SECRET_MIN);
-        return NGX_CONF_ERROR;
-    }
-
-    if (secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": \"%V\" holds more "
-                           "than %d secrets", file,
-                           NGX_HTTP_APIMON_KEY_SECRETS_MAX);
-        return NGX_CONF_ERROR;
-    }
-
-    s = ngx_array_push(secrets);
-    if (s == NULL
-        || ngx_http_apimon_key_secret_init(s, p, last - p) != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/* the configuration is freed (a reload): its secrets do not linger */
-
-static void
-ngx_http_apimon_key_secrets_wipe(void *data)
-{
-    ngx_array_t  *a = data;
-
-    ngx_explicit_memzero(a->elts, a->nalloc * a->size);
+    return amcf->key_secrets ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 
