@@ -62,7 +62,7 @@ typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
 
 /* http{}-level: one Redis server per worker process */
 typedef struct {
-    ngx_str_t                  redis_addr;    /* "127.0.0.1:6379" text */
+    ngx_str_t                  redis_addr;    /* as configured, for logs */
     ngx_str_t                  redis_host;    /* numeric IP, or empty */
     ngx_int_t                  redis_port;
     ngx_str_t                  redis_unix;    /* unix socket path, or empty */

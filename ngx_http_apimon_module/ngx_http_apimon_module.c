@@ -215,6 +215,7 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *
      *     amcf->redis_addr = { 0, NULL };
      *     amcf->redis_host = { 0, NULL };
+     *     amcf->redis_port = 0;
      *     amcf->redis_unix = { 0, NULL };
      *     amcf->redis_password = { 0, NULL };
      *     amcf->configured = 0;
