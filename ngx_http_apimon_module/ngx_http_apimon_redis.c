@@ -1,7 +1,7 @@
 /*
  * The Redis transport: calls.  A call is written on the ready connection, or
  * waits for it while it connects (see ngx_http_apimon_redis.h for the
- * states); a script is sent as EVALSHA and again as EVAL on NOSCRIPT; a
+ * states); a script is sent as EVALSHA and again as EVAL on NOSCRIPT; an
  * nginx timer bounds the wait for its reply.  The compiled-in scripts live
  * here, and only here.
  */

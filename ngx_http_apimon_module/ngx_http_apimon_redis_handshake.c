@@ -156,6 +156,12 @@ static const char  *ngx_http_apimon_redis_persist_rules[][3] = {
     { "appendfsync", "everysec", "always" },
     { "maxmemory-policy", "noeviction", NULL },
 };
+
+#define NGX_HTTP_APIMON_PERSIST_RULES                                         \
+    (sizeof(ngx_http_apimon_redis_persist_rules)                             \
+     / sizeof(ngx_http_apimon_redis_persist_rules[0]))
+
+
 static void
 ngx_http_apimon_redis_persistence(redisAsyncContext *ac)
 {
@@ -174,7 +180,7 @@ ngx_http_apimon_redis_persistence(redisAsyncContext *ac)
 
     ps->last = ps->found;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < NGX_HTTP_APIMON_PERSIST_RULES; i++) {
         argv[0] = "CONFIG";
         argvlen[0] = 6;
         argv[1] = "GET";
@@ -230,7 +236,7 @@ ngx_http_apimon_redis_persistence_reply(redisAsyncContext *ac, void *r,
             name = reply->element[0];
             value = reply->element[1];
 
-            for (i = 0; i < 3; i++) {
+            for (i = 0; i < NGX_HTTP_APIMON_PERSIST_RULES; i++) {
                 rule = ngx_http_apimon_redis_persist_rules[i];
 
                 if (ngx_strcmp(name->str, rule[0]) != 0
