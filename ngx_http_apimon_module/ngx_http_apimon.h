@@ -195,7 +195,7 @@ void ngx_http_apimon_key_exit(void);
 
 /*
  * Enforcement (ngx_http_apimon_module.c, ngx_http_apimon_handler.c,
- * ngx_http_apimon_batch.c, ngx_http_apimon_hide.c,
+ * ngx_http_apimon_batch.c, ngx_http_apimon_refund.c, ngx_http_apimon_hide.c,
  * ngx_http_apimon_headers.c)
  */
 

@@ -15,11 +15,8 @@
  * next batch gets larger, so each check costs Redis less when it is loaded.
  *
  * A check counts in Redis whether or not its answer reaches the request:
- * each batch carries an id under which the script records what it counted,
- * and the requests that got no answer from it (the client went away, the
- * reply timed out or the connection was lost) are refunded afterwards with
- * the "check_refund" script: at once when the reply came, else when the
- * connection is ready again.
+ * the requests of a batch that got no answer from it are refunded
+ * afterwards (ngx_http_apimon_refund.c).
  *
  * A request's context is made here, with a pool cleanup that takes a
  * request going away out of the queue or its batch; after an internal
@@ -27,111 +24,9 @@
  */
 
 
-#include "ngx_http_apimon.h"
+#include "ngx_http_apimon_batch.h"
 
 
-/*
- * The check script's arguments and reply: see "The check's layout" in
- * schema/README.md (check.lua and check_refund.lua name the same counts).
- * EVALSHA's argv is the number of keys, one key per request, then ARGV.
- */
-#define NGX_HTTP_APIMON_CHECK_HEAD_ARGS     2   /* now, L */
-#define NGX_HTTP_APIMON_CHECK_LOC_ARGS      6   /* per location */
-#define NGX_HTTP_APIMON_CHECK_REQ_ARGS      2   /* per request */
-#define NGX_HTTP_APIMON_CHECK_ID_ARGS       1   /* the batch id */
-#define NGX_HTTP_APIMON_CHECK_REPLY_HEAD    5   /* of each reply element */
-#define NGX_HTTP_APIMON_CHECK_WINDOW_FIELDS 5   /* per window of an element */
-
-/* check_refund: the number of keys, the record's key, the id, the requests */
-#define NGX_HTTP_APIMON_REFUND_ARGS         4
-
-/* requests per EVALSHA (at most one location per request) */
-#define NGX_HTTP_APIMON_BATCH_MAX   64
-#define NGX_HTTP_APIMON_BATCH_ARGS  (1 + NGX_HTTP_APIMON_BATCH_MAX            \
-    + NGX_HTTP_APIMON_CHECK_HEAD_ARGS                                         \
-    + NGX_HTTP_APIMON_CHECK_LOC_ARGS * NGX_HTTP_APIMON_BATCH_MAX              \
-    + NGX_HTTP_APIMON_CHECK_REQ_ARGS * NGX_HTTP_APIMON_BATCH_MAX              \
-    + NGX_HTTP_APIMON_CHECK_ID_ARGS)
-
-/* the fields of a reply element */
-#define NGX_HTTP_APIMON_REPLY_FIELDS  (NGX_HTTP_APIMON_CHECK_REPLY_HEAD       \
-    + NGX_HTTP_APIMON_CHECK_WINDOW_FIELDS * NGX_HTTP_APIMON_MAX_WINDOWS)
-
-
-/*
- * Batch records: a worker uses NGX_HTTP_APIMON_SLOTS record keys in turn,
- * apimon:batch:<worker>:<slot>; a slot is busy from the batch's send until
- * its reply, or until its refund is done.  A batch sent while every slot is
- * busy carries no id: what it counts cannot be refunded.
- */
-#define NGX_HTTP_APIMON_SLOTS       64
-#define NGX_HTTP_APIMON_WORKER_LEN  (3 * NGX_INT_T_LEN)
-#define NGX_HTTP_APIMON_ID_LEN      (NGX_HTTP_APIMON_WORKER_LEN              \
-                                     + 2 * NGX_INT_T_LEN + 2)
-
-#define NGX_HTTP_APIMON_SLOT_FREE   0
-#define NGX_HTTP_APIMON_SLOT_BATCH  1        /* its batch is in flight */
-#define NGX_HTTP_APIMON_SLOT_REFUND 2        /* a refund is due */
-
-
-typedef struct {
-    ngx_uint_t                     state;
-    ngx_uint_t                     seq;       /* of the batch recorded */
-    uint64_t                       mask;      /* requests to refund */
-    ngx_http_apimon_redis_call_t  *call;      /* the refund in flight */
-    unsigned                       all:1;     /* every request */
-} ngx_http_apimon_slot_t;
-
-
-/*
- * A batch in flight.  A request that goes away drops out (its slot becomes
- * NULL); when none is left, the reply is still awaited when the batch has
- * a record (its counts are then refunded), else the call is cancelled.
- */
-struct ngx_http_apimon_batch_s {
-    ngx_http_apimon_redis_call_t  *call;
-    ngx_queue_t                    queue;     /* bt->batches */
-    ngx_int_t                      slot;      /* -1: no record */
-    ngx_uint_t                     n;
-    ngx_uint_t                     live;
-    unsigned                       replying:1;
-    ngx_http_apimon_ctx_t         *ctx[1];    /* n of them */
-};
-
-
-/* the worker's checks waiting to be sent, and the scratch to send them */
-struct ngx_http_apimon_batcher_s {
-    ngx_int_t                      script;    /* index of "check" */
-    ngx_int_t                      refund;    /* ... of "check_refund" */
-    ngx_queue_t                    pending;   /* ctx->queue */
-    ngx_queue_t                    batches;   /* in flight */
-    ngx_uint_t                     npending;
-    ngx_uint_t                     inflight;  /* batches sent, reply due */
-    ngx_event_t                    flush;     /* posted */
-    ngx_connection_t               dummy;     /* event data (debug log) */
-    unsigned                       initialized:1;
-
-    /* this worker's name in record keys: pid, start time, random */
-    u_char                         worker[NGX_HTTP_APIMON_WORKER_LEN];
-    size_t                         worker_len;
-    ngx_uint_t                     seq;
-    ngx_uint_t                     next_slot;
-    ngx_http_apimon_slot_t         slots[NGX_HTTP_APIMON_SLOTS];
-
-    /* not 10 KB of stack: the transport copies the arguments */
-    u_char                         nums[3 * NGX_HTTP_APIMON_BATCH_MAX
-                                        * NGX_INT_T_LEN
-                                        + NGX_HTTP_APIMON_ID_LEN];
-    u_char                        *last;      /* of nums */
-    ngx_uint_t                     argc;
-    const char                    *argv[NGX_HTTP_APIMON_BATCH_ARGS];
-    size_t                         argvlen[NGX_HTTP_APIMON_BATCH_ARGS];
-    ngx_uint_t                     loc_of[NGX_HTTP_APIMON_BATCH_MAX];
-    ngx_http_apimon_loc_conf_t    *locs[NGX_HTTP_APIMON_BATCH_MAX];
-};
-
-
-static ngx_http_apimon_batcher_t *ngx_http_apimon_batcher_get(void);
 static ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_get(void);
 static void ngx_http_apimon_cleanup(void *data);
 static ngx_http_apimon_ctx_t *ngx_http_apimon_batch_take(
@@ -146,19 +41,10 @@ static void ngx_http_apimon_batch_arg(ngx_http_apimon_batcher_t *bt,
     const void *data, size_t len);
 static void ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt,
     u_char *last);
-static u_char *ngx_http_apimon_batch_id(ngx_http_apimon_batcher_t *bt,
-    u_char *p, ngx_uint_t slot);
 static void ngx_http_apimon_batch_sent(void);
 static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
     void *data);
 static void ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b);
-static ngx_int_t ngx_http_apimon_slot_take(ngx_http_apimon_batcher_t *bt);
-static void ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b,
-    uint64_t mask, ngx_uint_t all);
-static void ngx_http_apimon_refund_send(ngx_uint_t slot);
-static void ngx_http_apimon_refund_done(redisReply *reply, const char *err,
-    void *data);
-static void ngx_http_apimon_refund_ready(void);
 static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 static void ngx_http_apimon_check_result(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
@@ -185,7 +71,7 @@ static struct {
 
 /* the worker's batcher, kept with the http{} configuration */
 
-static ngx_http_apimon_batcher_t *
+ngx_http_apimon_batcher_t *
 ngx_http_apimon_batcher_get(void)
 {
     ngx_http_apimon_main_conf_t  *amcf;
@@ -586,7 +472,7 @@ ngx_http_apimon_batch_pack(ngx_http_apimon_batcher_t *bt,
 
     /* NGX_HTTP_APIMON_CHECK_ID_ARGS, when the batch has a record */
     if (b->slot >= 0) {
-        ngx_http_apimon_batch_printed(bt, ngx_http_apimon_batch_id(bt,
+        ngx_http_apimon_batch_printed(bt, ngx_http_apimon_slot_id(bt,
                                                       bt->last, b->slot));
     }
 }
@@ -608,17 +494,6 @@ ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt, u_char *last)
 {
     ngx_http_apimon_batch_arg(bt, bt->last, last - bt->last);
     bt->last = last;
-}
-
-
-/* the batch id "<worker>:<slot>:<seq>" of a slot's batch (check_refund) */
-
-static u_char *
-ngx_http_apimon_batch_id(ngx_http_apimon_batcher_t *bt, u_char *p,
-    ngx_uint_t slot)
-{
-    return ngx_sprintf(p, "%*s:%ui:%ui", bt->worker_len, bt->worker, slot,
-                       bt->slots[slot].seq);
 }
 
 
@@ -717,184 +592,6 @@ ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b)
 {
     ngx_queue_remove(&b->queue);
     ngx_free(b);
-}
-
-
-/* refunds: see the top of the file, and schema/README.md (check_refund) */
-
-static ngx_int_t
-ngx_http_apimon_slot_take(ngx_http_apimon_batcher_t *bt)
-{
-    ngx_uint_t               i, k;
-    ngx_http_apimon_slot_t  *slot;
-
-    for (k = 0; k < NGX_HTTP_APIMON_SLOTS; k++) {
-        i = (bt->next_slot + k) % NGX_HTTP_APIMON_SLOTS;
-        slot = &bt->slots[i];
-
-        if (slot->state == NGX_HTTP_APIMON_SLOT_FREE) {
-            slot->state = NGX_HTTP_APIMON_SLOT_BATCH;
-            slot->seq = ++bt->seq;
-            bt->next_slot = i + 1;
-            return (ngx_int_t) i;
-        }
-    }
-
-    ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "apimon: %d check batches await a reply or a refund: "
-                  "this one cannot be refunded", NGX_HTTP_APIMON_SLOTS);
-
-    return -1;
-}
-
-
-/*
- * The batch's reply came (or never will): its slot is free, or owes a
- * refund of the requests in "mask" (or of "all"), sent at once while the
- * connection is up, else when it is ready again (a refund that fails is
- * kept for then too).  A connection that timed out is dropped after this:
- * the refund sent on it fails, it is never written before the drop.
- */
-
-static void
-ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b, uint64_t mask,
-    ngx_uint_t all)
-{
-    ngx_http_apimon_slot_t  *slot;
-
-    if (b->slot < 0) {
-        return;
-    }
-
-    slot = &ngx_http_apimon_batcher_get()->slots[b->slot];
-
-    if (mask == 0 && !all) {
-        slot->state = NGX_HTTP_APIMON_SLOT_FREE;
-        return;
-    }
-
-    slot->state = NGX_HTTP_APIMON_SLOT_REFUND;
-    slot->mask = mask;
-    slot->all = all;
-
-    if (ngx_http_apimon_redis_ready() == NGX_OK) {
-        ngx_http_apimon_refund_send(b->slot);
-    }
-}
-
-
-static void
-ngx_http_apimon_refund_send(ngx_uint_t i)
-{
-    u_char                      *p;
-    ngx_uint_t                   k;
-    const char                  *argv[NGX_HTTP_APIMON_REFUND_ARGS];
-    size_t                       argvlen[NGX_HTTP_APIMON_REFUND_ARGS];
-    ngx_http_apimon_slot_t      *slot;
-    ngx_http_apimon_batcher_t   *bt;
-    u_char                       key[sizeof("apimon:batch::") - 1
-                                     + NGX_HTTP_APIMON_WORKER_LEN
-                                     + NGX_INT_T_LEN];
-    u_char                       id[NGX_HTTP_APIMON_ID_LEN];
-    u_char                       list[4 * NGX_HTTP_APIMON_BATCH_MAX];
-
-    bt = ngx_http_apimon_batcher_get();
-    slot = &bt->slots[i];
-
-    argv[0] = "1";
-    argvlen[0] = 1;
-
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_sprintf(key, "apimon:batch:%*s:%ui",
-                             bt->worker_len, bt->worker, i)
-                 - key;
-
-    argv[2] = (const char *) id;
-    argvlen[2] = ngx_http_apimon_batch_id(bt, id, i) - id;
-
-    if (slot->all) {
-        argv[3] = "*";
-        argvlen[3] = 1;
-
-    } else {
-        p = list;
-
-        for (k = 0; k < NGX_HTTP_APIMON_BATCH_MAX; k++) {
-            if (slot->mask & ((uint64_t) 1 << k)) {
-                p = ngx_sprintf(p, "%s%ui", p == list ? "" : ",", k + 1);
-            }
-        }
-
-        argv[3] = (const char *) list;
-        argvlen[3] = p - list;
-    }
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "apimon: refund of batch %*s", argvlen[2], id);
-
-    slot->call = ngx_http_apimon_redis_script(bt->refund,
-                                              NGX_HTTP_APIMON_REFUND_ARGS,
-                                              argv, argvlen, 0,
-                                              ngx_http_apimon_refund_done,
-                                              slot);
-}
-
-
-static void
-ngx_http_apimon_refund_done(redisReply *reply, const char *err, void *data)
-{
-    ngx_http_apimon_slot_t  *slot = data;
-
-    slot->call = NULL;
-
-    if (reply == NULL) {
-        /* tried again when the connection is ready */
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "apimon: refund deferred: %s", err);
-        return;
-    }
-
-    slot->state = NGX_HTTP_APIMON_SLOT_FREE;
-
-    if (reply->type == REDIS_REPLY_INTEGER) {
-        if (reply->integer > 0) {
-            ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                          "apimon: refunded %L checks that got no answer",
-                          (int64_t) reply->integer);
-        }
-
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "apimon: the refund script failed: %*s",
-                      (size_t) reply->len, reply->str);
-        return;
-    }
-
-    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                  "apimon: unexpected reply from the refund script");
-}
-
-
-/* the transport is ready (again): send the refunds due */
-
-static void
-ngx_http_apimon_refund_ready(void)
-{
-    ngx_uint_t                  i;
-    ngx_http_apimon_batcher_t  *bt;
-
-    bt = ngx_http_apimon_batcher_get();
-
-    for (i = 0; i < NGX_HTTP_APIMON_SLOTS; i++) {
-        if (bt->slots[i].state == NGX_HTTP_APIMON_SLOT_REFUND
-            && bt->slots[i].call == NULL)
-        {
-            ngx_http_apimon_refund_send(i);
-        }
-    }
 }
 
 
