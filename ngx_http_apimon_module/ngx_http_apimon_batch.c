@@ -69,20 +69,6 @@ static struct {
 };
 
 
-/* the worker's batcher, kept with the http{} configuration */
-
-ngx_http_apimon_batcher_t *
-ngx_http_apimon_batcher_get(void)
-{
-    ngx_http_apimon_main_conf_t  *amcf;
-
-    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                               ngx_http_apimon_module);
-
-    return amcf->batcher;
-}
-
-
 /* the worker's unknown-key cache, or NULL (apimon_unknown_key_cache off) */
 
 static ngx_http_apimon_unknown_t *

@@ -116,7 +116,19 @@ struct ngx_http_apimon_batcher_s {
 };
 
 
-ngx_http_apimon_batcher_t *ngx_http_apimon_batcher_get(void);
+/* the worker's batcher, kept with the http{} configuration */
+
+static ngx_inline ngx_http_apimon_batcher_t *
+ngx_http_apimon_batcher_get(void)
+{
+    ngx_http_apimon_main_conf_t  *amcf;
+
+    amcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_apimon_module);
+
+    return amcf->batcher;
+}
+
 
 /* a free slot for a batch's record (state BATCH), or -1: none */
 ngx_int_t ngx_http_apimon_slot_take(ngx_http_apimon_batcher_t *bt);

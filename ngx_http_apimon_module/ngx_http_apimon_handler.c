@@ -20,6 +20,8 @@ static ngx_int_t ngx_http_apimon_check(ngx_http_request_t *r,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *key);
 
 
+/* postconfiguration and exit_process: the handler's state is the batcher */
+
 ngx_int_t
 ngx_http_apimon_handler_init(ngx_conf_t *cf)
 {
