@@ -27,7 +27,8 @@ local rbase = CHECK_HEAD_ARGS + CHECK_LOC_ARGS * nloc   -- ARGV before the reque
 local nargs = rbase + CHECK_REQ_ARGS * n                -- ... and before the batch id
 local bid = ARGV[nargs + 1]
 if nloc < 0 or #ARGV < nargs or #ARGV > nargs + 1 then
-  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6, 2 per key and a batch id')
+  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of ' .. CHECK_LOC_ARGS .. ', ' ..
+    CHECK_REQ_ARGS .. ' per key and a batch id')
 end
 local bkey
 if bid then
@@ -394,7 +395,7 @@ if bid and counted then
   -- seconds of a reconnect
   local concat = table.concat
   redis.call('SET', 'apimon:batch:' .. bkey, bid .. '\n' .. fmt(now) .. '\n' ..
-    concat(ARGV, '\n', 2, rbase) .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
+    concat(ARGV, '\n', 2, rbase) --[[ L, the locations ]] .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
     'PX', 60000)
 end
 return reply
