@@ -221,6 +221,7 @@ void ngx_http_apimon_secret_free(ngx_str_t *text);
 
 /*
  * Enforcement (ngx_http_apimon_module.c, ngx_http_apimon_handler.c,
+ * ngx_http_apimon_batch.c, ngx_http_apimon_refund.c, ngx_http_apimon_hide.c,
  * ngx_http_apimon_headers.c)
  */
 
@@ -297,11 +298,35 @@ typedef struct {
 } ngx_http_apimon_ctx_t;
 
 
+/* the access phase (ngx_http_apimon_handler.c) */
 ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
-ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
 void ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf);
 
+/*
+ * The check batcher (ngx_http_apimon_batch.c): a request's context, and its
+ * check queued with ngx_http_apimon_batch_add() (ctx->conf set, the request
+ * suspended); the request is resumed with ctx->result set.
+ */
+ngx_http_apimon_ctx_t *ngx_http_apimon_create_ctx(ngx_http_request_t *r);
+/* the request's context, also after an internal redirect; NULL: none */
+ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
+void ngx_http_apimon_batch_add(ngx_http_apimon_ctx_t *ctx);
+ngx_int_t ngx_http_apimon_batch_init(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf);
+void ngx_http_apimon_batch_exit(ngx_http_apimon_main_conf_t *amcf);
+
+/*
+ * Keeping the key out of sight (ngx_http_apimon_hide.c): apimon_hide_key
+ * (NGX_OK, or the status to answer), and the key redacted from the
+ * request's error log lines
+ */
+ngx_int_t ngx_http_apimon_hide_key(ngx_http_request_t *r,
+    ngx_http_apimon_loc_conf_t *alcf);
+void ngx_http_apimon_redact_log(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf);
+
+/* what the client sees (ngx_http_apimon_headers.c) */
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
 ngx_int_t ngx_http_apimon_headers_init(ngx_conf_t *cf);
