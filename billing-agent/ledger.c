@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <ngx_http_apimon_scripts.h>
 
 
 static const char  *ledger_names[] = {
@@ -150,7 +151,7 @@ ledger_write(redisContext *c, const char *bill_key, const char *field,
     argv[3] = json;
     argv[4] = now;
 
-    r = ar_script(c, AR_BILLING_LINE, 1, argv, 5);
+    r = ar_script(c, APIMON_SCRIPT_BILLING_LINE, 1, argv, 5);
     cJSON_free(json);
 
     if (r == NULL) {
