@@ -5,6 +5,7 @@
  */
 
 #include "pricing.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,30 +38,23 @@ month_days(int64_t y, int m)
     return days[m - 1] + (m == 2 && is_leap(y));
 }
 
-/* leap years in 1..y (y >= 0) */
-static int64_t
-leaps_through(int64_t y)
+/*
+ * Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar, by
+ * eras of 400 years (146097 days) counted from March, so that the leap day
+ * ends a year; any y, m 1..12 and d give the day number, even d past the
+ * month's end (the usage fields are read so).
+ */
+int64_t
+apimon_days_from_civil(int64_t y, int m, int d)
 {
-    return y / 4 - y / 100 + y / 400;
-}
+    int64_t  era, yoe, doy, doe;
 
-/* days from 1970-01-01 to January 1st of year y (y >= 1) */
-static int64_t
-days_before_year(int64_t y)
-{
-    return 365 * (y - 1970) + leaps_through(y - 1) - leaps_through(1969);
-}
-
-static int64_t
-days_from_civil(int64_t y, int m, int d)
-{
-    int64_t  days = days_before_year(y);
-    int      i;
-
-    for (i = 1; i < m; i++) {
-        days += month_days(y, i);
-    }
-    return days + d - 1;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
 }
 
 /* floor division: instants before 1970 still land on the right day */
@@ -78,7 +72,7 @@ period_set(int y, int m, apimon_period_t *p)
     p->year = y;
     p->month = m;
     p->days = month_days(y, m);
-    p->start_ms = days_from_civil(y, m, 1) * DAY_MS;
+    p->start_ms = apimon_days_from_civil(y, m, 1) * DAY_MS;
     p->end_ms = p->start_ms + (int64_t) p->days * DAY_MS;
 }
 
@@ -126,10 +120,10 @@ apimon_period_of(int64_t t_ms, apimon_period_t *p)
     z = t_ms / DAY_MS;
     /* z / 366 never overshoots; a handful of steps corrects it */
     y = MIN_YEAR + z / 366;
-    while (days_before_year(y + 1) <= z) {
+    while (apimon_days_from_civil(y + 1, 1, 1) <= z) {
         y++;
     }
-    while (m < 12 && days_from_civil(y, m + 1, 1) <= z) {
+    while (m < 12 && apimon_days_from_civil(y, m + 1, 1) <= z) {
         m++;
     }
     period_set((int) y, m, p);
@@ -165,6 +159,29 @@ apimon_active_days(const apimon_period_t *p, int64_t start_ms, int64_t end_ms)
     /* the day of s counts, and so does a partially covered last day; an end
      * at exactly 00:00 covers nothing of that day */
     return (int) (floor_div(e + DAY_MS - 1, DAY_MS) - floor_div(s, DAY_MS));
+}
+
+/* ---- usage ------------------------------------------------------------- */
+
+void
+apimon_usage_add(apimon_usage_t *u, int64_t start_ms, int64_t end_ms,
+    const char *field, size_t flen, const char *count, size_t clen)
+{
+    int64_t  v, ymd, day_ms;
+
+    if (flen < 12 || memcmp(field + flen - 3, "|ok", 3) != 0
+        || agent_parse_i64(field, 8, &ymd) != 0 || field[8] != '|'
+        || agent_parse_i64(count, clen, &v) != 0)
+    {
+        return;                 /* refusals by reason, or not a usage field */
+    }
+    day_ms = apimon_days_from_civil(ymd / 10000, (int) (ymd / 100 % 100),
+                                    (int) (ymd % 100)) * DAY_MS;
+    if ((end_ms != 0 && day_ms >= end_ms) || day_ms + DAY_MS <= start_ms) {
+        u->unbilled += v;
+    } else {
+        u->calls += v;
+    }
 }
 
 /* ---- arithmetic --------------------------------------------------------- */

@@ -6,36 +6,12 @@
 
 #define _GNU_SOURCE
 #include <stdlib.h>
-#include <time.h>
 
 #include "pricing.h"
 #include "tap.h"
 #include "unit_period.h"
 
 #define DAY 86400000LL
-
-/* "2026-02-19T10:30" (UTC) → ms; "" → 0 (open end) */
-static int64_t
-at(const char *iso)
-{
-    struct tm  tm;
-    int        y, mo, d, h = 0, mi = 0;
-
-    if (iso == NULL || iso[0] == '\0') {
-        return 0;
-    }
-    if (sscanf(iso, "%d-%d-%dT%d:%d", &y, &mo, &d, &h, &mi) < 3) {
-        fprintf(stderr, "bad test instant %s\n", iso);
-        exit(2);
-    }
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    return (int64_t) timegm(&tm) * 1000;
-}
 
 /* ---- periods ------------------------------------------------------------ */
 
