@@ -18,10 +18,10 @@ plan skip_all => 'billing-agent not built' unless -x Apimon::Agent::agent_bin();
 
 my $r = Apimon::Redis->start;
 my $stripe = Apimon::Stripe->start;
-my $m = setup_models($r);
-my $dir = tempdir(CLEANUP => 1);
 my $env = agent_env($r, $stripe);
 my @period = ('--period', '2026-01', '--max-rps', '1000');
+my $m = setup_models($r);
+my $dir = tempdir(CLEANUP => 1);
 
 # the requests a run would send, as the old agent stored them: computed
 my $run = run_agent(env => $env, args => ['bill', @period, '--dry-run']);
