@@ -232,33 +232,6 @@ units_of(const apimon_pricing_t *pr, int64_t calls)
 
 /* ---- names and formatting ----------------------------------------------- */
 
-static const char *const model_names[] = {
-    "free", "flat", "metered", "flat_with_overage", "graduated", "volume",
-    "package"
-};
-
-#define NMODELS (sizeof(model_names) / sizeof(model_names[0]))
-
-const char *
-apimon_model_name(apimon_model_e m)
-{
-    return (unsigned) m < NMODELS ? model_names[m] : "?";
-}
-
-int
-apimon_model_parse(const char *name, apimon_model_e *m)
-{
-    size_t i;
-
-    for (i = 0; name != NULL && i < NMODELS; i++) {
-        if (strcmp(name, model_names[i]) == 0) {
-            *m = (apimon_model_e) i;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 int
 apimon_currency_exponent(const char *c)
 {
@@ -478,32 +451,28 @@ check_units(const apimon_pricing_t *pr, char *err, size_t len)
     return check_size("unitSize", pr->unit_size, 1, err, len);
 }
 
+/* the fields of the model's row, in the order their errors are reported */
 static int
 check_model(const apimon_pricing_t *pr, char *err, size_t len)
 {
-    switch (pr->model) {
-    case APIMON_MODEL_FREE:
-        return 0;
-    case APIMON_MODEL_FLAT:
-        return check_amount(pr, "amount", pr->amount, err, len);
-    case APIMON_MODEL_METERED:
-        return check_amount(pr, "unitAmount", pr->unit_amount, err, len)
-            || check_units(pr, err, len) ? -1 : 0;
-    case APIMON_MODEL_FLAT_WITH_OVERAGE:
-        return check_amount(pr, "amount", pr->amount, err, len)
-            || check_size("includedUnits", pr->included_units, 0, err, len)
-            || check_amount(pr, "unitAmount", pr->unit_amount, err, len)
-            || check_units(pr, err, len) ? -1 : 0;
-    case APIMON_MODEL_GRADUATED:
-    case APIMON_MODEL_VOLUME:
-        return check_tiers(pr, err, len) || check_units(pr, err, len)
-            ? -1 : 0;
-    case APIMON_MODEL_PACKAGE:
-        return check_amount(pr, "amount", pr->amount, err, len)
-            || check_size("packageSize", pr->package_size, 1, err, len)
-            ? -1 : 0;
+    unsigned  u = apimon_model(pr->model)->uses;
+
+    if (((u & APIMON_USES_AMOUNT)
+         && check_amount(pr, "amount", pr->amount, err, len) != 0)
+        || ((u & APIMON_USES_INCLUDED)
+            && check_size("includedUnits", pr->included_units, 0, err, len)
+               != 0)
+        || ((u & APIMON_USES_UNIT_AMOUNT)
+            && check_amount(pr, "unitAmount", pr->unit_amount, err, len)
+               != 0)
+        || ((u & APIMON_USES_TIERS) && check_tiers(pr, err, len) != 0)
+        || ((u & APIMON_USES_UNITS) && check_units(pr, err, len) != 0)
+        || ((u & APIMON_USES_PACKAGE)
+            && check_size("packageSize", pr->package_size, 1, err, len) != 0))
+    {
+        return -1;
     }
-    return fail(err, len, "model: unknown model");
+    return 0;
 }
 
 int
@@ -512,7 +481,7 @@ apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
     if (pr == NULL) {
         return fail(err, len, "pricing: missing");
     }
-    if ((unsigned) pr->model >= NMODELS) {
+    if (apimon_model(pr->model) == NULL) {
         return fail(err, len, "model: unknown model");
     }
     /* free may omit the currency; every other model bills in one */
@@ -527,7 +496,7 @@ apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
 
 /* ---- lines -------------------------------------------------------------- */
 
-typedef struct {
+struct apimon_price_ctx_s {
     const apimon_pricing_t *pr;
     const apimon_period_t  *p;
     const char             *label;
@@ -536,7 +505,7 @@ typedef struct {
     apimon_line_t          *lines;
     size_t                  nlines;
     size_t                  n;
-} price_ctx_t;
+};
 
 /* the plan label as ASCII: descriptions go to Stripe and to CSV reports */
 static void
@@ -555,7 +524,7 @@ ascii_copy(char *dst, size_t room, const char *src)
 }
 
 static int
-emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
+emit(apimon_price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
     const char *tail)
 {
     apimon_line_t  *l;
@@ -586,7 +555,7 @@ emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
 }
 
 static int
-fee_line(price_ctx_t *c)
+fee_line(apimon_price_ctx_t *c)
 {
     int64_t  fee, step = apimon_currency_step(c->pr->currency);
     char     tail[64];
@@ -606,8 +575,8 @@ fee_line(price_ctx_t *c)
 /* "12,345 calls" or "12,345 calls = 13 units of 1,000"; what is the
  * singular noun, "unit" or "package" */
 static void
-units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
-    char *buf, size_t len)
+units_phrase(apimon_price_ctx_t *c, int64_t units, int64_t size,
+    const char *what, char *buf, size_t len)
 {
     char calls[32], n[32], sz[32];
 
@@ -623,7 +592,7 @@ units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
 }
 
 static int
-metered_line(price_ctx_t *c)
+metered_line(apimon_price_ctx_t *c)
 {
     int64_t  units = units_of(c->pr, c->calls), amount;
     char     up[96], price[40], tail[160];
@@ -639,7 +608,7 @@ metered_line(price_ctx_t *c)
 }
 
 static int
-overage_line(price_ctx_t *c)
+overage_line(apimon_price_ctx_t *c)
 {
     int64_t  units = units_of(c->pr, c->calls), over, amount;
     char     up[96], price[40], inc[32], ov[32], tail[180];
@@ -687,7 +656,7 @@ tier_cost(const apimon_tier_t *t, int64_t n, int64_t *cost)
 }
 
 static int
-graduated_line(price_ctx_t *c)
+graduated_line(apimon_price_ctx_t *c)
 {
     const apimon_pricing_t *pr = c->pr;
     int64_t  units = units_of(pr, c->calls), prev = 0, total = 0, n, cost;
@@ -728,7 +697,7 @@ graduated_line(price_ctx_t *c)
 }
 
 static int
-volume_line(price_ctx_t *c)
+volume_line(apimon_price_ctx_t *c)
 {
     const apimon_pricing_t *pr = c->pr;
     int64_t  units = units_of(pr, c->calls), total = 0;
@@ -763,7 +732,7 @@ volume_line(price_ctx_t *c)
 }
 
 static int
-package_line(price_ctx_t *c)
+package_line(apimon_price_ctx_t *c)
 {
     int64_t  packs = ceil_div(c->calls, c->pr->package_size), amount;
     char     up[96], price[40], tail[160];
@@ -782,26 +751,58 @@ package_line(price_ctx_t *c)
 }
 
 static int
-price_model(price_ctx_t *c)
+fee_overage_lines(apimon_price_ctx_t *c)
 {
-    switch (c->pr->model) {
-    case APIMON_MODEL_FREE:
-        return 0;
-    case APIMON_MODEL_FLAT:
-        return fee_line(c);
-    case APIMON_MODEL_METERED:
-        return metered_line(c);
-    case APIMON_MODEL_FLAT_WITH_OVERAGE:
-        return fee_line(c) || overage_line(c) ? -1 : 0;
-    case APIMON_MODEL_GRADUATED:
-        return graduated_line(c);
-    case APIMON_MODEL_VOLUME:
-        return volume_line(c);
-    case APIMON_MODEL_PACKAGE:
-        return package_line(c);
+    return fee_line(c) || overage_line(c) ? -1 : 0;
+}
+
+/* ---- models ------------------------------------------------------------- */
+
+static const apimon_model_t  models[] = {
+    [APIMON_MODEL_FREE] = { "free", 0, 0, NULL },
+    [APIMON_MODEL_FLAT] = { "flat", APIMON_USES_AMOUNT, 1, fee_line },
+    [APIMON_MODEL_METERED] = { "metered",
+        APIMON_USES_UNIT_AMOUNT | APIMON_USES_UNITS, 1, metered_line },
+    [APIMON_MODEL_FLAT_WITH_OVERAGE] = { "flat_with_overage",
+        APIMON_USES_AMOUNT | APIMON_USES_INCLUDED | APIMON_USES_UNIT_AMOUNT
+        | APIMON_USES_UNITS, 2, fee_overage_lines },
+    [APIMON_MODEL_GRADUATED] = { "graduated",
+        APIMON_USES_TIERS | APIMON_USES_UNITS, 1, graduated_line },
+    [APIMON_MODEL_VOLUME] = { "volume",
+        APIMON_USES_TIERS | APIMON_USES_UNITS, 1, volume_line },
+    [APIMON_MODEL_PACKAGE] = { "package",
+        APIMON_USES_AMOUNT | APIMON_USES_PACKAGE, 1, package_line },
+};
+
+#define NMODELS (sizeof(models) / sizeof(models[0]))
+
+const apimon_model_t *
+apimon_model(apimon_model_e m)
+{
+    return (unsigned) m < NMODELS ? &models[m] : NULL;
+}
+
+const char *
+apimon_model_name(apimon_model_e m)
+{
+    return (unsigned) m < NMODELS ? models[m].name : "?";
+}
+
+int
+apimon_model_parse(const char *name, apimon_model_e *m)
+{
+    size_t i;
+
+    for (i = 0; name != NULL && i < NMODELS; i++) {
+        if (strcmp(name, models[i].name) == 0) {
+            *m = (apimon_model_e) i;
+            return 0;
+        }
     }
     return -1;
 }
+
+/* ---- pricing ------------------------------------------------------------ */
 
 int
 apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
@@ -817,8 +818,9 @@ apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines, char *err, size_t errlen)
 {
-    price_ctx_t c;
-    char        why[APIMON_PRICE_ERRLEN];
+    apimon_price_ctx_t     c;
+    const apimon_model_t  *m;
+    char                   why[APIMON_PRICE_ERRLEN];
 
     if (pricing == NULL || p == NULL || (lines == NULL && nlines > 0)) {
         return fail(err, errlen, "nothing to price");
@@ -841,12 +843,11 @@ apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
     c.lines = lines;
     c.nlines = nlines;
     c.n = 0;
-    if (nlines < (pricing->model == APIMON_MODEL_FLAT_WITH_OVERAGE ? 2u
-                  : pricing->model == APIMON_MODEL_FREE ? 0u : 1u))
-    {
+    m = apimon_model(pricing->model);
+    if (nlines < m->nlines) {
         return fail(err, errlen, "too few lines to hold the result");
     }
-    if (price_model(&c) != 0) {
+    if (m->price != NULL && m->price(&c) != 0) {
         return fail(err, errlen, "a line's amount does not fit a 64-bit "
             "integer (%lld calls)", (long long) calls);
     }

@@ -116,6 +116,32 @@ int apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
  * Additions beyond the pinned interface above.
  */
 
+/* the pricing fields a model takes beside model and currency (catalog.c
+ * spells them as the catalog does) */
+#define APIMON_USES_AMOUNT       0x01    /* amount, required */
+#define APIMON_USES_INCLUDED     0x02    /* includedUnits, required */
+#define APIMON_USES_UNIT_AMOUNT  0x04    /* unitAmount, required */
+#define APIMON_USES_TIERS        0x08    /* tiers, required */
+#define APIMON_USES_UNITS        0x10    /* unitSize and rounding, optional */
+#define APIMON_USES_PACKAGE      0x20    /* packageSize, required */
+
+typedef struct apimon_price_ctx_s  apimon_price_ctx_t;
+
+/*
+ * One row per pricing model (pricing.c): adding a model is its enum name,
+ * its row and its pricing function; the catalog reads and checks the
+ * fields its row names, and pricing writes the lines its function emits.
+ */
+typedef struct {
+    const char    *name;           /* the catalog's "model" */
+    unsigned       uses;           /* APIMON_USES_* */
+    size_t         nlines;         /* the lines it writes */
+    int          (*price)(apimon_price_ctx_t *c);    /* NULL: no lines */
+} apimon_model_t;
+
+/* the row of m, NULL past the last model */
+const apimon_model_t *apimon_model(apimon_model_e m);
+
 /* "flat" ... "package" for a model, "?" if out of range */
 const char *apimon_model_name(apimon_model_e m);
 /* the catalog's model name → enum; -1 if unknown */

@@ -623,6 +623,9 @@ test_names(void)
             && (int) m == k;
     }
     ok(round, "model names round-trip");
+    ok(apimon_model(APIMON_MODEL_PACKAGE) != NULL
+       && apimon_model((apimon_model_e) (APIMON_MODEL_PACKAGE + 1)) == NULL,
+       "a row per model, none past the last");
     is_int(apimon_model_parse("tiered", &m), -1, "unknown model name");
     is_str(apimon_model_name(APIMON_MODEL_FLAT_WITH_OVERAGE),
         "flat_with_overage", "model name");
