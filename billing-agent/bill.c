@@ -65,6 +65,8 @@ bill_lock_keep(bill_t *b)
 }
 
 
+/* ------------------------------------------------------------ outcomes */
+
 /* moves e to state `to` from e->state; -1 (run stops) on trouble */
 int
 bill_move(bill_t *b, const char *field, ledger_entry_t *e,
@@ -88,11 +90,18 @@ bill_move(bill_t *b, const char *field, ledger_entry_t *e,
 }
 
 
+typedef struct {
+    const char       *status;        /* the report's status column */
+    ledger_state_e    to;            /* the entry moves there (ABSENT: no) */
+    bill_count_e      count;         /* BILL_N_COUNTS: none */
+} bill_outcome_t;
+
 /*
  * What each outcome does: the ledger state the entry moves to (from any
- * other; ABSENT: it stays), the count and the report's status.
+ * other), the count and the report's status.  A line posted while invoices
+ * are made waits for its invoice, counted only once done.
  */
-const bill_outcome_t  bill_outcomes[] = {
+static const bill_outcome_t  bill_outcomes[] = {
     [BILL_DONE]       = { "done",           LEDGER_DONE,   BILL_N_DONE },
     [BILL_POSTED]     = { "posted",         LEDGER_POSTED, BILL_N_COUNTS },
     [BILL_FAILED]     = { "failed",         LEDGER_FAILED, BILL_N_FAILED },
@@ -170,7 +179,7 @@ bill_outcome(bill_t *b, bill_sub_t *s, int i, bill_out_e o,
 
 /* ------------------------------------------------------------ per line */
 
-void
+static void
 bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
 {
     ledger_entry_t  *e = &s->led[i];

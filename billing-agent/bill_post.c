@@ -106,8 +106,9 @@ bill_md_add(abuf_t *body, const char *key, const char *value)
 }
 
 
+/* the form body of line i, from what its entry e bills */
 static void
-bill_body(bill_t *b, const bill_sub_t *s, int i, const char *key,
+bill_body(bill_t *b, const bill_sub_t *s, int i, const ledger_entry_t *e,
     abuf_t *body)
 {
     const apimon_line_t  *l = &s->lines[i];
@@ -123,16 +124,16 @@ bill_body(bill_t *b, const bill_sub_t *s, int i, const char *key,
     }
 
     abuf_reset(body);
-    stripe_form_add(body, "customer", s->customer);
-    snprintf(num, sizeof(num), "%" PRId64, l->amount);
+    stripe_form_add(body, "customer", e->customer);
+    snprintf(num, sizeof(num), "%" PRId64, e->amount);
     stripe_form_add(body, "amount", num);
-    stripe_form_add(body, "currency", s->bp->pr.currency);
+    stripe_form_add(body, "currency", e->currency);
     stripe_form_add(body, "description", l->description);
     snprintf(num, sizeof(num), "%" PRId64, ps / 1000);
     stripe_form_add(body, "period[start]", num);
     snprintf(num, sizeof(num), "%" PRId64, (pe + 999) / 1000);
     stripe_form_add(body, "period[end]", num);
-    bill_md_add(body, "apimon_key", key);
+    bill_md_add(body, "apimon_key", e->key);
     bill_md_add(body, "apimon_subscription", s->id);
     bill_md_add(body, "apimon_period", b->ptext);
     bill_md_add(body, "apimon_line", l->id);
@@ -152,25 +153,25 @@ bill_key(bill_t *b, const bill_sub_t *s, int i, char *buf, size_t len)
 
 
 /*
- * The line's entry as computed now: its key, the exact body and what the
- * body bills, all recorded before the POST so a rerun sends the same.
+ * The line's entry as computed now: what it bills, its key and the exact
+ * body, all recorded before the POST so that a rerun sends the same.
  */
 void
 bill_compute(bill_t *b, bill_sub_t *s, int i, const char *key, abuf_t *body)
 {
     ledger_entry_t  *e = &s->led[i];
 
-    bill_body(b, s, i, key, body);
     free(e->key);
     free(e->body);
     free(e->error);
     free(e->customer);
     e->error = NULL;
-    e->key = xstrdup(key);
-    e->body = xstrndup(body->data, body->len);
     e->customer = xstrdup(s->customer);
     e->amount = s->lines[i].amount;
     snprintf(e->currency, sizeof(e->currency), "%s", s->bp->pr.currency);
+    e->key = xstrdup(key);
+    bill_body(b, s, i, e, body);
+    e->body = xstrndup(body->data, body->len);
 }
 
 

@@ -85,7 +85,7 @@ typedef enum {
     BILL_N_COUNTS
 } bill_count_e;
 
-/* what became of a line (or a subscription, or an invoice): bill_outcomes */
+/* what became of a line (or a subscription, or an invoice): bill.c */
 typedef enum {
     BILL_DONE = 0,
     BILL_POSTED,                     /* waits for its invoice */
@@ -98,14 +98,6 @@ typedef enum {
     BILL_DRY_RESUME,
     BILL_INVOICED
 } bill_out_e;
-
-typedef struct {
-    const char       *status;        /* the report's status column */
-    ledger_state_e    to;            /* the entry moves there (ABSENT: no) */
-    bill_count_e      count;
-} bill_outcome_t;
-
-extern const bill_outcome_t  bill_outcomes[];
 
 typedef struct {
     redisContext     *c;
@@ -136,7 +128,6 @@ typedef struct {
 /* bill.c */
 int bill_stopped(bill_t *b);
 int bill_lock_keep(bill_t *b);
-void bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body);
 void bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body);
 /* the one place an outcome happens: e (if any) moves to its state, the
  * month counts it and the report shows row; -1 if the move failed */
