@@ -464,7 +464,8 @@ bill_month(bill_t *b, const apimon_period_t *p, char **ids, size_t nids)
               b->n[BILL_N_DONE], b->n[BILL_N_POSTED], b->n[BILL_N_ZERO],
               b->n[BILL_N_FAILED], b->n[BILL_N_UNKNOWN],
               b->n[BILL_N_UNMAPPED], b->n[BILL_N_DRY], b->n[BILL_N_INVOICES],
-              b->n[BILL_N_NOT_BILLED], (double) (agent_now_us() - t0) / 1e6, rc);
+              b->n[BILL_N_NOT_BILLED], (double) (agent_now_us() - t0) / 1e6,
+              rc);
     return rc;
 }
 

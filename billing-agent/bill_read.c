@@ -3,7 +3,8 @@
  * plans' pricing and the subscription ids; per batch of subscriptions, in
  * pipelines: their hashes and usage (the next batch's requested on a
  * second connection while this one is priced), the customer ids of their
- * owners, and the ledger entries of the lines priced.
+ * owners, then each is priced, and the ledger entries of the lines priced
+ * are read before bill_sub decides each line.
  */
 
 #include "bill_private.h"
@@ -375,8 +376,8 @@ bill_price(bill_t *b, bill_sub_t *s)
         return;
     }
     nl = apimon_price_why(&s->bp->pr, &b->p, s->start_ms, s->end_ms,
-                          s->use.calls, s->bp->label, s->lines, APIMON_MAX_LINES,
-                          why, sizeof(why));
+                          s->use.calls, s->bp->label, s->lines,
+                          APIMON_MAX_LINES, why, sizeof(why));
     s->nlines = nl < 0 ? -1 : nl;
     if (nl < 0) {
         snprintf(s->why, sizeof(s->why), "plan %.*s: %s", APIMON_NAME_MAX,
