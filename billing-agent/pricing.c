@@ -5,7 +5,7 @@
  */
 
 #include "pricing.h"
-#include "util.h"
+#include "util.h"                   /* agent_parse_i64 */
 
 #include <stdarg.h>
 #include <stdio.h>
