@@ -160,9 +160,12 @@ bill_outcome(bill_t *b, bill_sub_t *s, int i, bill_out_e o,
         row.quantity = s->lines[i].quantity;
         row.amount = s->lines[i].amount;
         row.stripe_id = e->item;
-        /* what was (or will be) sent is what the ledger holds */
+        /* what was (or will be) sent is what the ledger holds; an entry
+         * without a body (unreadable) bills nobody */
+        if (e->state != LEDGER_ABSENT || e->body) {
+            row.customer = e->customer ? e->customer : "";
+        }
         if (e->body) {
-            row.customer = e->customer;
             row.amount = e->amount;
             row.currency = e->currency;
         }

@@ -43,7 +43,7 @@ bill_settle(bill_t *b, bill_sub_t *s, int i, const char *field)
         bill_outcome(b, s, i, BILL_DONE, NULL);
         return;
     }
-    c = bill_cust(b, e->customer);
+    c = bill_cust(b, e->customer ? e->customer : "");
     c->fields = xrealloc(c->fields, (c->n + 1) * sizeof(char *));
     c->entries = xrealloc(c->entries, (c->n + 1) * sizeof(ledger_entry_t));
     c->fields[c->n] = xstrdup(field);
