@@ -164,6 +164,8 @@ void ngx_http_apimon_redis_exit_process(ngx_cycle_t *cycle);
  */
 ngx_int_t ngx_http_apimon_key_valid(ngx_str_t *key, ngx_array_t *secrets,
     ngx_flag_t legacy, ngx_str_t *version, ngx_log_t *log);
+/* the prefix and length of a key (its digits unchecked): what logs redact */
+ngx_uint_t ngx_http_apimon_key_like(ngx_str_t *key);
 /* the dashed subscription id embedded in a valid key; out has 36 bytes */
 void ngx_http_apimon_key_sub_id(ngx_str_t *key, u_char *out);
 /* sha256 of the key as 64 hex digits; out has 64 bytes */
@@ -289,7 +291,8 @@ typedef struct {
     ngx_uint_t                     retry_after;
     ngx_uint_t                     nwindows;
     ngx_http_apimon_window_t       windows[NGX_HTTP_APIMON_MAX_WINDOWS];
-    ngx_str_t                      key;       /* as sent: redacted in logs */
+    ngx_str_t                      key;       /* as sent; redacted in logs
+                                                 when it looks like a key */
     ngx_str_t                      key_arg;   /* "api_key" of $arg_api_key */
     ngx_http_log_handler_pt        log_handler;   /* nginx's, wrapped */
     unsigned                       legacy_headers:1;

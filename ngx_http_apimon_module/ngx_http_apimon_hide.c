@@ -291,11 +291,12 @@ ngx_http_apimon_hide_arg(ngx_http_request_t *r, ngx_str_t *name)
  * query string, and in a referrer: the request's log handler is wrapped so
  * that every line logged with it from the access phase on, apimon's and
  * nginx's, shows "[redacted]" instead of the key argument's value and of
- * the key itself.
+ * the key itself.  The key's text is redacted only when it has a key's
+ * prefix and length: any other value sent as the key ("127.0.0.1") is no
+ * secret, and must not blank the other fields of the line.
  */
 
 #define NGX_HTTP_APIMON_REDACTED      "[redacted]"
-#define NGX_HTTP_APIMON_REDACT_MIN    8       /* shorter keys: by name only */
 
 void
 ngx_http_apimon_redact_log(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
@@ -346,7 +347,7 @@ ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx, u_char *p, u_char *last,
     ngx_str_t  *arg, *key;
 
     arg = &ctx->key_arg;
-    key = &ctx->key;
+    key = ngx_http_apimon_key_like(&ctx->key) ? &ctx->key : NULL;
 
     while (p < last && buf < end) {
 
@@ -366,7 +367,7 @@ ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx, u_char *p, u_char *last,
                 p++;
             }
 
-        } else if (key->len >= NGX_HTTP_APIMON_REDACT_MIN
+        } else if (key
                    && (size_t) (last - p) >= key->len
                    && ngx_strncmp(p, key->data, key->len) == 0)
         {

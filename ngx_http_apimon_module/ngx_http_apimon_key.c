@@ -56,6 +56,7 @@ struct ngx_http_apimon_unknown_s {
 };
 
 
+static ngx_http_apimon_key_shape_t *ngx_http_apimon_key_kind(ngx_str_t *key);
 static ngx_http_apimon_key_shape_t *ngx_http_apimon_key_shape(ngx_str_t *key);
 static ngx_int_t ngx_http_apimon_key_tag_valid(ngx_str_t *key,
     ngx_array_t *secrets);
@@ -110,13 +111,11 @@ ngx_http_apimon_is_b32(u_char ch)
 }
 
 
-/* the shape a string has, by its prefix and length, or NULL */
+/* the shape a string claims by its prefix and length, or NULL */
 
 static ngx_http_apimon_key_shape_t *
-ngx_http_apimon_key_shape(ngx_str_t *key)
+ngx_http_apimon_key_kind(ngx_str_t *key)
 {
-    u_char                       *p;
-    ngx_uint_t                    i;
     ngx_http_apimon_key_shape_t  *shape;
 
     shape = (key->len == NGX_HTTP_APIMON_KEY_V2_LEN) ? &ngx_http_apimon_key_v2
@@ -126,6 +125,25 @@ ngx_http_apimon_key_shape(ngx_str_t *key)
     if (shape == NULL
         || ngx_strncmp(key->data, shape->prefix.data, shape->prefix.len) != 0)
     {
+        return NULL;
+    }
+
+    return shape;
+}
+
+
+/* the shape a string has: its kind, and the digits of that kind, or NULL */
+
+static ngx_http_apimon_key_shape_t *
+ngx_http_apimon_key_shape(ngx_str_t *key)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_apimon_key_shape_t  *shape;
+
+    shape = ngx_http_apimon_key_kind(key);
+
+    if (shape == NULL) {
         return NULL;
     }
 
@@ -146,6 +164,18 @@ ngx_http_apimon_key_shape(ngx_str_t *key)
     }
 
     return shape;
+}
+
+
+/*
+ * a key's prefix and length: what the error log redacts (a mistyped key is
+ * still most of a secret; any other value is no key, and is not redacted)
+ */
+
+ngx_uint_t
+ngx_http_apimon_key_like(ngx_str_t *key)
+{
+    return ngx_http_apimon_key_kind(key) != NULL;
 }
 
 
