@@ -702,7 +702,10 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* apimon_unknown_key_cache max=N [ttl=T] | off */
+/*
+ * apimon_unknown_key_cache max=N [ttl=T] | off: max is required, each
+ * parameter once; any second line is a duplicate, whatever the first set
+ */
 
 static char *
 ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -715,7 +718,9 @@ ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_msec_t   ms;
     ngx_uint_t   i;
 
-    if (amcf->unknown_max != NGX_CONF_UNSET_UINT) {
+    if (amcf->unknown_max != NGX_CONF_UNSET_UINT
+        || amcf->unknown_ttl != NGX_CONF_UNSET_MSEC)
+    {
         return "is duplicate";
     }
 
@@ -733,6 +738,10 @@ ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     for (i = 1; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "max=", 4) == 0) {
+            if (amcf->unknown_max != NGX_CONF_UNSET_UINT) {
+                goto twice;
+            }
+
             n = ngx_atoi(value[i].data + 4, value[i].len - 4);
             if (n < 1 || n > 1048576) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -747,6 +756,10 @@ ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
         }
 
         if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            if (amcf->unknown_ttl != NGX_CONF_UNSET_MSEC) {
+                goto twice;
+            }
+
             s.data = value[i].data + 4;
             s.len = value[i].len - 4;
 
@@ -771,6 +784,13 @@ ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     return NGX_CONF_OK;
+
+twice:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"apimon_unknown_key_cache\": \"%*s\" is given "
+                       "twice", (size_t) 3, value[i].data);
+    return NGX_CONF_ERROR;
 
 invalid:
 

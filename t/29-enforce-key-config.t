@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # Configuration of the key check: apimon_key_secret_file (missing, unreadable,
 # empty, too short, too long, too many secrets, duplicate, wrong context),
-# apimon_key_legacy and apimon_unknown_key_cache are refused naming the
+# apimon_key_legacy and apimon_unknown_key_cache (max= required, each
+# parameter once, a second line a duplicate) are refused naming the
 # directive, by nginx -t too, and never with the secret in the message; a
 # reload with a bad secret file is refused and the running one keeps working.
 use strict;
@@ -57,6 +58,14 @@ my @bad = (
     [ 'cache foo', $good, 'apimon_unknown_key_cache foo=1;', qr/"apimon_unknown_key_cache": expected/ ],
     [ 'cache duplicate', $good, "apimon_unknown_key_cache off;\n    apimon_unknown_key_cache off;",
       qr/"apimon_unknown_key_cache" directive is duplicate/ ],
+    [ 'cache ttl alone, twice', $good, "apimon_unknown_key_cache ttl=10s;\n    apimon_unknown_key_cache ttl=10s;",
+      qr/"apimon_unknown_key_cache": expected max=N \[ttl=time\] or off in \S+nginx\.conf:\d+/ ],
+    [ 'cache max then ttl alone', $good, "apimon_unknown_key_cache max=5;\n    apimon_unknown_key_cache ttl=10s;",
+      qr/"apimon_unknown_key_cache" directive is duplicate/ ],
+    [ 'cache max twice', $good, 'apimon_unknown_key_cache max=3 max=4;',
+      qr/"apimon_unknown_key_cache": "max" is given twice/ ],
+    [ 'cache ttl twice', $good, 'apimon_unknown_key_cache ttl=1s ttl=2s;',
+      qr/"apimon_unknown_key_cache": "ttl" is given twice/ ],
     [ 'cache in a location', $good, undef, qr/"apimon_unknown_key_cache" directive is not allowed here/,
       "        location /y/ { apimon_unknown_key_cache off; }\n" ],
 );
