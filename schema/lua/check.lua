@@ -16,9 +16,10 @@
 -- schema/README.md), "!<error>" for a request that failed alone.
 --
 -- Written for speed (Redis runs it for every API call): per subscription of
--- the batch one HMGET, one HSET and one HINCRBY per usage field, however
--- many of its requests the batch holds; numbers are kept as numbers
--- between requests and printed with one string.format per group.
+-- the batch one HMGET, one HSET, and one HGET (checked before any write)
+-- and one HINCRBY per usage field, however many of its requests the batch
+-- holds; numbers are kept as numbers between requests and printed with one
+-- string.format per group.
 return apimon_run(function()
 local now = apimon_now(ARGV[1])
 local nowu = now * 1000   -- GCRA runs in microseconds (core.lua)
@@ -187,7 +188,18 @@ local function count(g, l, reason)
     fk = day .. '|' .. l.api .. '|' .. reason
     l.fields[reason] = fk
   end
-  u[fk] = (u[fk] or 0) + 1
+  local c = u[fk]
+  if not c then
+    -- the HINCRBY at the end must not fail after other writes: a usage key
+    -- of another type (WRONGTYPE here) or a field that is no count fails
+    -- this request now, before anything is counted for it
+    local v = redis.call('HGET', uk, fk)
+    if v and not (#v <= 15 and v:find('^%-?%d+$')) then
+      apimon_err('schema', 'usage field ' .. fk .. ' of ' .. uk .. ' is not a count')
+    end
+    c = 0
+  end
+  u[fk] = c + 1
 end
 
 local function dirty(g, field, w)
@@ -318,7 +330,9 @@ local function check1(sk, digest, l)
     return sfmt(f, 'rate_limited', retry, unpack(nums, 1, k)), 'r'
   end
 
-  -- all passed: count in every window (written at the end)
+  -- all passed: count in every window (written at the end), usage first
+  -- (it may fail, and must then leave the windows as they are)
+  count(g, l, 'ok')
   if w1 then
     w1.tat = t1
     if not w1.dirty then dirty(g, 'c:rate:plan', w1) end
@@ -335,7 +349,6 @@ local function check1(sk, digest, l)
     w4.used = w4.used + 1
     if not w4.dirty then dirty(g, cqf, w4) end
   end
-  count(g, l, 'ok')
   return sfmt(f, 'allowed', 0, unpack(nums, 1, k)), 'a'
 end
 
@@ -360,20 +373,25 @@ for i = 1, n do
   if code ~= '-' then counted = true end
 end
 
--- the writes: one HSET per subscription, archives, usage counts
+-- the writes: one HSET per subscription, archives, usage counts. Nothing
+-- here can fail (the usage fields were read above): an error would leave
+-- the writes before it, unrecorded. A field quota_settle wrote already
+-- has no window left in g.w, or a new one, listed again when it counted.
 for _, sk in ipairs(order) do
   local g = G[sk]
-  local d = g.dirty
-  if #d > 0 then
-    local hs = {}
-    for i, field in ipairs(d) do
-      local w = g.w[field]
-      hs[2 * i - 1] = field
-      if w.unit then hs[2 * i] = quota_text(w) else hs[2 * i] = fmt(w.tat) end
+  local hs, ws = {}, {}
+  for _, field in ipairs(g.dirty) do
+    local w = g.w[field]
+    if w and w.dirty then
+      w.dirty = false
+      hs[#hs + 1] = field
+      if w.unit then hs[#hs + 1] = quota_text(w) else hs[#hs + 1] = fmt(w.tat) end
+      ws[#ws + 1] = w
     end
+  end
+  if #hs > 0 then
     redis.call('HSET', sk, unpack(hs))
-    for _, field in ipairs(d) do
-      local w = g.w[field]
+    for _, w in ipairs(ws) do
       if w.old then archive(sk, w.scope, w.old) end
     end
   end
