@@ -128,6 +128,10 @@ ngx_http_apimon_batch_exit(ngx_http_apimon_main_conf_t *amcf)
         ngx_delete_posted_event(&bt->flush);
     }
 
+    if (bt->retry.timer_set) {
+        ngx_del_timer(&bt->retry);
+    }
+
     /* the transport forgets their calls without running the handlers */
     while (!ngx_queue_empty(&bt->batches)) {
         q = ngx_queue_head(&bt->batches);
@@ -242,6 +246,7 @@ ngx_http_apimon_batch_add(ngx_http_apimon_ctx_t *ctx)
         bt->flush.handler = ngx_http_apimon_batch_flush;
         bt->flush.data = &bt->dummy;
         bt->flush.log = ngx_cycle->log;
+        ngx_http_apimon_refund_init(bt);
         bt->initialized = 1;
     }
 

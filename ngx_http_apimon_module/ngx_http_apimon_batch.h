@@ -54,6 +54,13 @@
 #define NGX_HTTP_APIMON_ID_LEN      (NGX_HTTP_APIMON_WORKER_LEN              \
                                      + 2 * NGX_INT_T_LEN + 2)
 
+/* a record lives 60 s (check.lua): no refund is tried after that */
+#define NGX_HTTP_APIMON_RECORD_TTL  60000
+
+/* a refund Redis refused for now (OOM, BUSY, ...) is retried after ... */
+#define NGX_HTTP_APIMON_REFUND_RETRY_MIN  100     /* ms, doubled each time */
+#define NGX_HTTP_APIMON_REFUND_RETRY_MAX  5000
+
 #define NGX_HTTP_APIMON_SLOT_FREE   0
 #define NGX_HTTP_APIMON_SLOT_BATCH  1        /* its batch is in flight */
 #define NGX_HTTP_APIMON_SLOT_REFUND 2        /* a refund is due */
@@ -64,6 +71,8 @@ typedef struct {
     ngx_uint_t                     seq;       /* of the batch recorded */
     uint64_t                       mask;      /* requests to refund */
     ngx_http_apimon_redis_call_t  *call;      /* the refund in flight */
+    ngx_msec_t                     expires;   /* its record is gone */
+    ngx_msec_t                     delay;     /* of the next retry; 0: none */
     unsigned                       all:1;     /* every request */
 } ngx_http_apimon_slot_t;
 
@@ -93,6 +102,7 @@ struct ngx_http_apimon_batcher_s {
     ngx_uint_t                     npending;
     ngx_uint_t                     inflight;  /* batches sent, reply due */
     ngx_event_t                    flush;     /* posted */
+    ngx_event_t                    retry;     /* refunds refused for now */
     ngx_connection_t               dummy;     /* event data (debug log) */
     unsigned                       initialized:1;
 
@@ -140,6 +150,8 @@ void ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b, uint64_t mask,
     ngx_uint_t all);
 /* the connection is ready (again): the refunds due are sent */
 void ngx_http_apimon_refund_ready(void);
+/* the retry timer, made with the batcher (bt->dummy set) */
+void ngx_http_apimon_refund_init(ngx_http_apimon_batcher_t *bt);
 
 
 #endif /* _NGX_HTTP_APIMON_BATCH_H_INCLUDED_ */
