@@ -155,20 +155,6 @@ static u_char *ngx_http_apimon_redact(ngx_http_apimon_ctx_t *ctx,
 
 
 
-static struct {
-    ngx_str_t                 name;
-    ngx_http_apimon_result_e  result;
-} ngx_http_apimon_results[] = {
-    { ngx_string("allowed"), NGX_HTTP_APIMON_ALLOWED },
-    { ngx_string("invalid_key"), NGX_HTTP_APIMON_INVALID_KEY },
-    { ngx_string("inactive"), NGX_HTTP_APIMON_INACTIVE },
-    { ngx_string("not_entitled"), NGX_HTTP_APIMON_NOT_ENTITLED },
-    { ngx_string("rate_limited"), NGX_HTTP_APIMON_RATE_LIMITED },
-    { ngx_string("quota_exceeded"), NGX_HTTP_APIMON_QUOTA_EXCEEDED },
-    { ngx_null_string, NGX_HTTP_APIMON_NONE }
-};
-
-
 /* the worker's batcher, kept with the http{} configuration */
 
 static ngx_http_apimon_batcher_t *
@@ -318,37 +304,20 @@ ngx_http_apimon_decide(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
                    "apimon: result \"%V\"",
                    ngx_http_apimon_result_name(ctx->result));
 
-    switch (ctx->result) {
+    status = ngx_http_apimon_result(ctx->result)->status;
 
-    case NGX_HTTP_APIMON_ALLOWED:
-        /* access granted (what counts with "satisfy any") */
+    if (status == 0) {
+        /* allowed: access granted (what counts with "satisfy any") */
         return NGX_OK;
+    }
 
-    case NGX_HTTP_APIMON_MISSING_KEY:
-    case NGX_HTTP_APIMON_INVALID_KEY:
-        status = NGX_HTTP_UNAUTHORIZED;
-        break;
-
-    case NGX_HTTP_APIMON_INACTIVE:
-    case NGX_HTTP_APIMON_NOT_ENTITLED:
-        status = NGX_HTTP_FORBIDDEN;
-        break;
-
-    case NGX_HTTP_APIMON_RATE_LIMITED:
-        status = NGX_HTTP_TOO_MANY_REQUESTS;
-        break;
-
-    case NGX_HTTP_APIMON_QUOTA_EXCEEDED:
+    if (ctx->result == NGX_HTTP_APIMON_QUOTA_EXCEEDED) {
         status = alcf->quota_status;
-        break;
 
-    default: /* NGX_HTTP_APIMON_REDIS_ERROR */
-        if (alcf->on_redis_error == NGX_HTTP_APIMON_REDIS_OPEN) {
-            return NGX_DECLINED;
-        }
-
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        break;
+    } else if (ctx->result == NGX_HTTP_APIMON_REDIS_ERROR
+               && alcf->on_redis_error == NGX_HTTP_APIMON_REDIS_OPEN)
+    {
+        return NGX_DECLINED;
     }
 
     if (r->error_page) {
@@ -1106,8 +1075,9 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 {
     u_char                    *p, *last, *copy;
     ngx_str_t                  f[5 + 5 * NGX_HTTP_APIMON_MAX_WINDOWS];
-    ngx_uint_t                 i, n, w;
+    ngx_uint_t                 n, w;
     ngx_http_apimon_window_t  *win;
+    ngx_http_apimon_result_e   result;
 
     copy = ngx_pnalloc(r->pool, len);
     if (copy == NULL) {
@@ -1144,17 +1114,9 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    for (i = 0; ngx_http_apimon_results[i].name.len; i++) {
-        if (ngx_http_apimon_results[i].name.len == f[0].len
-            && ngx_strncmp(ngx_http_apimon_results[i].name.data, f[0].data,
-                           f[0].len)
-               == 0)
-        {
-            break;
-        }
-    }
+    result = ngx_http_apimon_result_find(&f[0]);
 
-    if (ngx_http_apimon_results[i].name.len == 0) {
+    if (result == NGX_HTTP_APIMON_NONE) {
         return NGX_ERROR;
     }
 
@@ -1189,7 +1151,7 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         ctx->nwindows++;
     }
 
-    ctx->result = ngx_http_apimon_results[i].result;
+    ctx->result = result;
 
     return NGX_OK;
 }
