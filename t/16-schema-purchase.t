@@ -44,8 +44,8 @@ sub buy {
     my (%o) = @_;
     my $id = Apimon::Redis::new_uuid();
     my $reply = $r->run_script('subscription_create', [ Apimon::Redis::sub_key($id) ],
-        [ $id, 'developer', 'ann@example.com', $o{product}, $o{plan} // '',
-          Apimon::Redis::key_digest(Apimon::Redis::new_key($id)), '', $o{now} // $T, $o{start} // 0, $o{end} // 0 ]);
+        [ Apimon::Redis::mgmt_args(now => $o{now} // $T, owner_kind => 'developer', owner => 'ann@example.com'), $id, $o{product}, $o{plan} // '',
+          Apimon::Redis::key_digest(Apimon::Redis::new_key($id)), '', $o{start} // 0, $o{end} // 0 ]);
     return $J->decode($reply);
 }
 is(buy(product => 'p2')->{plan}, 'p2-b', 'no plan: the declared default');

@@ -79,6 +79,19 @@ local function apimon_audit(who, addr, now, action, target, before, after)
     'after', after and cjson.encode(after) or 'null')
 end
 
+-- The leading arguments of every management script, in this order (the
+-- management API fills them in one place, ngx_http_apimon_admin_script):
+-- ARGV 1 now (ms; 0 = Redis's clock), 2 who (the token's name; empty: no
+-- audit entry), 3 addr (the client's address), 4 owner kind
+-- (developer|appgroup), 5 owner (email or name; an empty kind skips the
+-- owner check: operator calls). The script's own arguments follow from
+-- ARGV[6] on. Returns the leading ones as a table, then the script's own.
+local function apimon_mgmt_args()
+  local m = { now = apimon_now(ARGV[1]), who = ARGV[2] or '', addr = ARGV[3] or '',
+              kind = ARGV[4] or '', owner = ARGV[5] or '' }
+  return m, unpack(ARGV, 6)
+end
+
 -- Owner kind and page size of the management API's list scripts.
 local function apimon_page_args(kind, count)
   if kind ~= 'developer' and kind ~= 'appgroup' then
