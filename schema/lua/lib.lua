@@ -57,8 +57,10 @@ local function hash_table(flat)
   return t
 end
 
--- Subscription hash -> public JSON (no key digests, no check state: the
--- "pol" mirror and the c:* windows).
+-- Subscription hash -> the record that leaves Redis (no key digests, no
+-- check state: the "pol" mirror and the c:* windows), for the audit stream
+-- and the management API, which shapes the public resource from it
+-- (ngx_http_apimon_admin_json.c).
 local function sub_public(h)
   local t = {}
   for k, v in pairs(h) do
