@@ -209,8 +209,9 @@ ngx_http_apimon_admin_body_handler(ngx_http_request_t *r)
 
 
 /*
- * Runs the endpoint; it either answers at once (bad input) or starts one
- * Redis call whose reply handler answers.  Finalizes exactly once.
+ * Runs the row's operation; it either answers at once (bad input) or
+ * starts one Redis call whose reply handler answers.  Finalizes exactly
+ * once.
  */
 
 static void

@@ -220,7 +220,7 @@ ngx_http_apimon_admin_finite(cJSON *item)
 
 /*
  * Every member of a body is honoured or refused by name: those the
- * endpoint does not take, repeated ones (cJSON would use the first, the
+ * row does not take, repeated ones (cJSON would use the first, the
  * scripts' JSON decoder the last), unreadable values.
  */
 

@@ -107,11 +107,14 @@ static ngx_int_t
 ngx_http_apimon_admin_owners_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK,
-                   ngx_http_apimon_admin_page_json(r, reply,
-                                                   ctx->kind.data[0] == 'd'
-                                                   ? "developer" : "appGroups",
-                                             ngx_http_apimon_admin_owner_json));
+    cJSON  *out;
+
+    out = ngx_http_apimon_admin_page_json(r, reply,
+                                          ctx->kind.data[0] == 'd'
+                                          ? "developer" : "appGroups",
+                                          ngx_http_apimon_admin_owner_json);
+
+    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
 }
 
 
@@ -254,10 +257,12 @@ ngx_http_apimon_admin_owner_hash_reply(ngx_http_request_t *r,
     }
 
     raw = ngx_http_apimon_admin_hash_json(reply);
+    if (raw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return ngx_http_apimon_admin_send(r, NGX_HTTP_OK,
-                                      raw ? ngx_http_apimon_admin_owner_json(raw)
-                                          : NULL);
+                                      ngx_http_apimon_admin_owner_json(raw));
 }
 
 
@@ -320,12 +325,15 @@ static ngx_int_t
 ngx_http_apimon_admin_subs_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK,
-                   ngx_http_apimon_admin_page_json(r, reply,
-                                                   ctx->kind.data[0] == 'd'
-                                                   ? "developerSubscriptions"
-                                                   : "appGroupSubscriptions",
-                                               ngx_http_apimon_admin_sub_json));
+    cJSON  *out;
+
+    out = ngx_http_apimon_admin_page_json(r, reply,
+                                          ctx->kind.data[0] == 'd'
+                                          ? "developerSubscriptions"
+                                          : "appGroupSubscriptions",
+                                          ngx_http_apimon_admin_sub_json);
+
+    return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
 }
 
 

@@ -78,12 +78,11 @@ ngx_http_apimon_result_name(ngx_http_apimon_result_e result)
 ngx_http_apimon_result_e
 ngx_http_apimon_result_find(ngx_str_t *name)
 {
-    ngx_uint_t  i;
+    ngx_uint_t  i, n;
 
-    for (i = NGX_HTTP_APIMON_NONE + 1;
-         i < sizeof(ngx_http_apimon_results) / sizeof(ngx_http_apimon_result_t);
-         i++)
-    {
+    n = sizeof(ngx_http_apimon_results) / sizeof(ngx_http_apimon_result_t);
+
+    for (i = NGX_HTTP_APIMON_NONE + 1; i < n; i++) {
         if (ngx_http_apimon_results[i].name.len == name->len
             && ngx_strncmp(ngx_http_apimon_results[i].name.data, name->data,
                            name->len)
@@ -163,7 +162,8 @@ ngx_http_apimon_problem(ngx_http_request_t *r, ngx_uint_t status,
     b->last = (u_char *) ngx_escape_json(b->last, title->data, title->len);
     b->last = ngx_sprintf(b->last, "\",\"status\":%ui,\"detail\":\"", status);
     b->last = (u_char *) ngx_escape_json(b->last, detail->data, detail->len);
-    b->last = ngx_cpymem(b->last, "\",\"code\":\"", sizeof("\",\"code\":\"") - 1);
+    b->last = ngx_cpymem(b->last, "\",\"code\":\"",
+                         sizeof("\",\"code\":\"") - 1);
     b->last = (u_char *) ngx_escape_json(b->last, code->data, code->len);
     b->last = ngx_cpymem(b->last, "\"}\n", 3);
 
