@@ -288,6 +288,9 @@ void ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf);
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
 ngx_int_t ngx_http_apimon_headers_init(ngx_conf_t *cf);
+/* a response header named name, its value empty */
+ngx_table_elt_t *ngx_http_apimon_add_header(ngx_http_request_t *r,
+    const char *name, size_t len);
 ngx_int_t ngx_http_apimon_add_variables(ngx_conf_t *cf);
 
 

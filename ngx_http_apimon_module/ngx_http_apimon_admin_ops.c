@@ -534,11 +534,7 @@ ngx_http_apimon_admin_sub_reply(ngx_http_request_t *r,
     cJSON  *raw, *out;
 
     raw = ngx_http_apimon_admin_parse(r, reply);
-    if (raw == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    out = ngx_http_apimon_admin_sub_json(raw);
+    out = raw ? ngx_http_apimon_admin_sub_json(raw) : NULL;
     cJSON_Delete(raw);
 
     if (out == NULL) {

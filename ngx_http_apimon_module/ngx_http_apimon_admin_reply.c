@@ -48,14 +48,11 @@ ngx_http_apimon_admin_header(ngx_http_request_t *r, char *key, ngx_str_t *v)
 {
     ngx_table_elt_t  *h;
 
-    h = ngx_list_push(&r->headers_out.headers);
+    h = ngx_http_apimon_add_header(r, key, ngx_strlen(key));
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
     h->value = *v;
 
     return NGX_OK;

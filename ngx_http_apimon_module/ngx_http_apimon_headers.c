@@ -14,8 +14,6 @@ static ngx_int_t ngx_http_apimon_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx);
 static ngx_int_t ngx_http_apimon_legacy_headers(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx);
-static ngx_table_elt_t *ngx_http_apimon_add_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_int_t ngx_http_apimon_add_number_header(ngx_http_request_t *r,
     const char *name, ngx_uint_t n);
 static ngx_int_t ngx_http_apimon_error_page(ngx_http_request_t *r,
@@ -214,7 +212,7 @@ ngx_http_apimon_legacy_headers(ngx_http_request_t *r,
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_apimon_add_header(ngx_http_request_t *r, const char *name,
     size_t len)
 {
