@@ -17,10 +17,11 @@
 /*
  * A named part of a path pattern, "{owner}".  Its value is the segment's
  * text up to the next ":" (Apigee's "name:action") or to the segment's
- * end, never empty, and is kept in the request context at "offset" (without
- * its final "s" if "plural").  A value "valid" refuses (when there is one)
- * is not this row's, or, with a "refusal", no row's: unless another row
- * matches, the answer is a 404 of "refusal" (given owner kind and value).
+ * end, never empty; it is kept in the request context at "offset",
+ * without its final "s" when "plural" ("developers" keeps "developer").
+ * A value that "valid" refuses is not for this row or, when the part has
+ * a "refusal", for no row: unless another row matches, the answer is a
+ * 404 whose detail is "refusal" given the owner kind and the value.
  */
 
 typedef struct {
