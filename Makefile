@@ -17,7 +17,7 @@ NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC
 
 LUA        := $(wildcard schema/lua/*.lua)
 MOD_SRC    := $(wildcard ngx_http_apimon_module/*.[ch])
-AGENT_SRC  := $(filter-out billing-agent/test_%.c,$(wildcard billing-agent/*.c))
+AGENT_SRC  := $(wildcard billing-agent/*.c)
 AGENT_OBJ  := $(patsubst billing-agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC))
 UNIT_SRC   := $(wildcard t/unit/*.c)
 UNIT_BIN   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))

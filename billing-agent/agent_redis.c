@@ -1,6 +1,6 @@
 /*
- * Redis for the billing agent: see agent_redis.h.  This is the one file
- * that includes the generated scripts header.
+ * Redis for the billing agent: see agent_redis.h.  The one user of the
+ * scripts' texts; the callers include the generated header for the names.
  */
 
 #include "agent_redis.h"
@@ -11,25 +11,6 @@
 #include <strings.h>
 
 #include <ngx_http_apimon_scripts.h>
-
-
-static const char *ar_script_names[AR_NSCRIPTS] = {
-    "catalog_apply", "customer_set", "billing_line"
-};
-
-
-static const apimon_script_t *
-ar_lookup(ar_script_e s)
-{
-    size_t  i;
-
-    for (i = 0; i < sizeof(apimon_scripts) / sizeof(apimon_scripts[0]); i++) {
-        if (strcmp(apimon_scripts[i].name, ar_script_names[s]) == 0) {
-            return &apimon_scripts[i];
-        }
-    }
-    return NULL;
-}
 
 
 redisContext *
@@ -127,15 +108,11 @@ ar_call(redisContext *c, const char *cmd, const char *body, size_t bodylen,
 
 
 redisReply *
-ar_script(redisContext *c, ar_script_e s, int nkeys, const char **argv,
+ar_script(redisContext *c, unsigned script, int nkeys, const char **argv,
     int argc)
 {
-    const apimon_script_t  *sc = ar_lookup(s);
+    const apimon_script_t  *sc = &apimon_scripts[script];
     redisReply             *r;
-
-    if (sc == NULL) {
-        return NULL;
-    }
 
     r = ar_call(c, "EVALSHA", sc->sha1, 40, nkeys, argv, argc);
 

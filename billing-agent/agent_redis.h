@@ -12,14 +12,6 @@
 
 #include <hiredis/hiredis.h>
 
-/* the scripts the agent calls (names of schema/lua/<name>.lua) */
-typedef enum {
-    AR_CATALOG_APPLY = 0,
-    AR_CUSTOMER_SET,
-    AR_BILLING_LINE,
-    AR_NSCRIPTS
-} ar_script_e;
-
 /*
  * addr: "host:port", "unix:/path" or "/path"; password may be NULL.
  * NULL with a message in err on failure.
@@ -28,10 +20,12 @@ redisContext *ar_connect(const char *addr, const char *password, char *err,
     size_t errlen);
 
 /*
- * Calls a script: nkeys keys then args, all C strings.  Returns the reply
- * (caller frees) or NULL on a connection error (message in c->errstr).
+ * Calls a script: APIMON_SCRIPT_<NAME> of the list schema/embed.sh generates
+ * (ngx_http_apimon_scripts.h, the module's list too), nkeys keys then args,
+ * all C strings.  Returns the reply (caller frees) or NULL on a connection
+ * error (message in c->errstr).
  */
-redisReply *ar_script(redisContext *c, ar_script_e s, int nkeys,
+redisReply *ar_script(redisContext *c, unsigned script, int nkeys,
     const char **argv, int argc);
 
 /*

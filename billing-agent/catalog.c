@@ -21,9 +21,6 @@ typedef struct {
     size_t  len;
 } err_t;
 
-static const char *const model_list = "free, flat, metered, "
-    "flat_with_overage, graduated, volume, package";
-
 /* ---- errors and paths --------------------------------------------------- */
 
 static int __attribute__((format(printf, 3, 4)))
@@ -290,25 +287,54 @@ dup_text(const cJSON *obj, const char *key, const char *path, size_t maxlen,
 
 /* ---- pricing ------------------------------------------------------------ */
 
-static const char *const f_free[] = { "model", "currency", NULL };
-static const char *const f_flat[] = { "model", "currency", "amount", NULL };
-static const char *const f_metered[] = { "model", "currency", "unitAmount",
-    "unitSize", "rounding", NULL };
-static const char *const f_overage[] = { "model", "currency", "amount",
-    "includedUnits", "unitAmount", "unitSize", "rounding", NULL };
-static const char *const f_tiered[] = { "model", "currency", "tiers",
-    "unitSize", "rounding", NULL };
-static const char *const f_package[] = { "model", "currency", "amount",
-    "packageSize", NULL };
-static const char *const f_any[] = { "model", "currency", "amount",
-    "includedUnits", "unitAmount", "unitSize", "rounding", "tiers",
-    "packageSize", NULL };
+/* the members of each pricing field a model's row names */
+static const struct {
+    unsigned     use;
+    const char  *members[3];
+} f_uses[] = {
+    { APIMON_USES_AMOUNT, { "amount" } },
+    { APIMON_USES_INCLUDED, { "includedUnits" } },
+    { APIMON_USES_UNIT_AMOUNT, { "unitAmount" } },
+    { APIMON_USES_TIERS, { "tiers" } },
+    { APIMON_USES_UNITS, { "unitSize", "rounding" } },
+    { APIMON_USES_PACKAGE, { "packageSize" } },
+};
+
 static const char *const f_tier[] = { "upTo", "unitAmount", "flatAmount",
     NULL };
 
-static const char *const *const model_fields[] = {
-    f_free, f_flat, f_metered, f_overage, f_tiered, f_tiered, f_package
-};
+/* "model", "currency" and the members of the fields in uses, NULL ended */
+static void
+pricing_members(unsigned uses, const char **out)
+{
+    size_t  i, j, n = 0;
+
+    out[n++] = "model";
+    out[n++] = "currency";
+    for (i = 0; i < sizeof(f_uses) / sizeof(f_uses[0]); i++) {
+        for (j = 0; (uses & f_uses[i].use) && j < 3 && f_uses[i].members[j];
+             j++)
+        {
+            out[n++] = f_uses[i].members[j];
+        }
+    }
+    out[n] = NULL;
+}
+
+/* "free, flat, ...": the models' rows */
+static void
+model_list(char *buf, size_t len)
+{
+    const apimon_model_t  *m;
+    size_t                 n = 0;
+    int                    i;
+
+    buf[0] = '\0';
+    for (i = 0; (m = apimon_model((apimon_model_e) i)) != NULL; i++) {
+        n += snprintf(buf + n, n < len ? len - n : 0, "%s%s", i ? ", " : "",
+                      m->name);
+    }
+}
 
 static int
 read_currency(const cJSON *obj, const char *path, apimon_pricing_t *pr,
@@ -420,37 +446,32 @@ static int
 read_model_fields(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     err_t *e)
 {
-    apimon_model_e  m = pr->model;
-    int             overage = m == APIMON_MODEL_FLAT_WITH_OVERAGE;
-    int             package = m == APIMON_MODEL_PACKAGE;
-    int             tiered = m == APIMON_MODEL_GRADUATED
-                          || m == APIMON_MODEL_VOLUME;
-    int             metered = m == APIMON_MODEL_METERED;
+    unsigned  u = apimon_model(pr->model)->uses;
 
     /* check_members already refused the fields this model does not use:
      * reading an absent optional one here is harmless */
-    if (get_int(obj, "amount", path, m == APIMON_MODEL_FLAT || overage
-            || package, 0, MAXN, &pr->amount, e) < 0
-        || get_int(obj, "unitAmount", path, metered || overage, 0, MAXN,
-            &pr->unit_amount, e) < 0
-        || get_int(obj, "includedUnits", path, overage, 0, MAXN,
-            &pr->included_units, e) < 0
-        || get_int(obj, "packageSize", path, package, 1, MAXN,
-            &pr->package_size, e) < 0)
+    if (get_int(obj, "amount", path, u & APIMON_USES_AMOUNT, 0, MAXN,
+            &pr->amount, e) < 0
+        || get_int(obj, "unitAmount", path, u & APIMON_USES_UNIT_AMOUNT, 0,
+            MAXN, &pr->unit_amount, e) < 0
+        || get_int(obj, "includedUnits", path, u & APIMON_USES_INCLUDED, 0,
+            MAXN, &pr->included_units, e) < 0
+        || get_int(obj, "packageSize", path, u & APIMON_USES_PACKAGE, 1,
+            MAXN, &pr->package_size, e) < 0)
     {
         return -1;
     }
-    if ((metered || overage || tiered) && read_units(obj, path, pr, e) != 0) {
+    if ((u & APIMON_USES_UNITS) && read_units(obj, path, pr, e) != 0) {
         return -1;
     }
-    return tiered ? read_tiers(obj, path, pr, e) : 0;
+    return (u & APIMON_USES_TIERS) ? read_tiers(obj, path, pr, e) : 0;
 }
 
 static int
 read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     err_t *e)
 {
-    const char  *name = NULL;
+    const char  *name = NULL, *allowed[16], *any[16];
     char         p[PATH_LEN], why[48], msg[APIMON_CATALOG_ERRLEN];
     int          rc;
 
@@ -463,10 +484,16 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
     rc = get_string(obj, "model", path, 1, 32, &name, e);
     join(p, path, "model");
     if (rc != 0 || apimon_model_parse(name, &pr->model) != 0) {
-        return rc != 0 ? -1 : bad(e, p, "must be one of %s", model_list);
+        if (rc == 0) {
+            model_list(msg, sizeof(msg));
+            bad(e, p, "must be one of %s", msg);
+        }
+        return -1;
     }
     snprintf(why, sizeof(why), "model %s", name);
-    if (check_members(obj, path, model_fields[pr->model], f_any, why, e) != 0
+    pricing_members(apimon_model(pr->model)->uses, allowed);
+    pricing_members(~0u, any);
+    if (check_members(obj, path, allowed, any, why, e) != 0
         || read_currency(obj, path, pr, e) != 0
         || read_model_fields(obj, path, pr, e) != 0)
     {

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
 #include <cjson/cJSON.h>
+#include <ngx_http_apimon_scripts.h>
 
 
 static const char  *ledger_names[] = {
@@ -31,6 +33,68 @@ json_str(cJSON *o, const char *name)
 
     return (cJSON_IsString(v) && v->valuestring[0])
            ? xstrdup(v->valuestring) : NULL;
+}
+
+
+/* one value of a form body, decoded ("" if absent) */
+static void
+form_get(const char *body, const char *name, char *buf, size_t len)
+{
+    const char  *p = body, *amp, *eq;
+    char        *k, *v;
+    int          kl, vl;
+
+    buf[0] = '\0';
+    while (p && *p) {
+        amp = strchr(p, '&');
+        eq = strchr(p, '=');
+        if (eq && (amp == NULL || eq < amp)) {
+            k = curl_easy_unescape(NULL, p, (int) (eq - p), &kl);
+            if (k && strcmp(k, name) == 0) {
+                v = curl_easy_unescape(NULL, eq + 1,
+                        (int) (amp ? amp - eq - 1 : (long) strlen(eq + 1)),
+                        &vl);
+                if (v) {
+                    snprintf(buf, len, "%s", v);
+                    curl_free(v);
+                }
+                curl_free(k);
+                return;
+            }
+            curl_free(k);
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+}
+
+
+/*
+ * What the line bills (an entry with a body always has a customer, "" if
+ * none).  Entries written by earlier agents, which did not store these,
+ * live on in users' Redis, and a computed one may still be posted: their
+ * values come from the body, exactly what was (or will be) sent.
+ */
+static void
+ledger_billed(cJSON *j, ledger_entry_t *e)
+{
+    cJSON  *a = cJSON_GetObjectItemCaseSensitive(j, "amount");
+    char    buf[256], *cur;
+
+    e->customer = json_str(j, "customer");
+    if (e->customer == NULL && e->body) {
+        form_get(e->body, "customer", buf, sizeof(buf));
+        e->customer = xstrdup(buf);
+        form_get(e->body, "amount", buf, sizeof(buf));
+        agent_parse_i64(buf, strlen(buf), &e->amount);
+        form_get(e->body, "currency", e->currency, sizeof(e->currency));
+        return;
+    }
+    if (cJSON_IsString(a)) {
+        agent_parse_i64(a->valuestring, strlen(a->valuestring), &e->amount);
+    }
+    cur = json_str(j, "currency");
+    snprintf(e->currency, sizeof(e->currency), "%s", cur ? cur : "");
+    free(cur);
 }
 
 
@@ -63,6 +127,7 @@ ledger_parse(const char *json, size_t len, ledger_entry_t *e)
     e->item = json_str(j, "item");
     e->error = json_str(j, "error");
     e->invoice = json_str(j, "invoice");
+    ledger_billed(j, e);
     cJSON_Delete(j);
     return 0;
 }
@@ -76,6 +141,7 @@ ledger_entry_free(ledger_entry_t *e)
     free(e->item);
     free(e->error);
     free(e->invoice);
+    free(e->customer);
     memset(e, 0, sizeof(*e));
 }
 
@@ -98,6 +164,9 @@ ledger_entry_copy(ledger_entry_t *dst, const ledger_entry_t *src)
     t.item = dup_or_null(src->item);
     t.error = dup_or_null(src->error);
     t.invoice = dup_or_null(src->invoice);
+    t.customer = dup_or_null(src->customer);
+    t.amount = src->amount;
+    memcpy(t.currency, src->currency, sizeof(t.currency));
     ledger_entry_free(dst);
     *dst = t;
 }
@@ -107,9 +176,10 @@ static char *
 ledger_json(const ledger_entry_t *e, int64_t now)
 {
     cJSON  *j = cJSON_CreateObject();
-    char    ts[24], *s;
+    char    ts[24], amount[24], *s;
 
     snprintf(ts, sizeof(ts), "%lld", (long long) now);
+    snprintf(amount, sizeof(amount), "%lld", (long long) e->amount);
     cJSON_AddStringToObject(j, "state", ledger_names[e->state]);
     cJSON_AddStringToObject(j, "key", e->key ? e->key : "");
     cJSON_AddStringToObject(j, "body", e->body ? e->body : "");
@@ -117,6 +187,12 @@ ledger_json(const ledger_entry_t *e, int64_t now)
     cJSON_AddStringToObject(j, "error", e->error ? e->error : "");
     if (e->invoice) {
         cJSON_AddStringToObject(j, "invoice", e->invoice);
+    }
+    /* the amount as text, like every number here: exact beyond 2^53 */
+    if (e->customer) {
+        cJSON_AddStringToObject(j, "customer", e->customer);
+        cJSON_AddStringToObject(j, "amount", amount);
+        cJSON_AddStringToObject(j, "currency", e->currency);
     }
     cJSON_AddStringToObject(j, "updated_ms", ts);
     s = cJSON_PrintUnformatted(j);
@@ -150,7 +226,7 @@ ledger_write(redisContext *c, const char *bill_key, const char *field,
     argv[3] = json;
     argv[4] = now;
 
-    r = ar_script(c, AR_BILLING_LINE, 1, argv, 5);
+    r = ar_script(c, APIMON_SCRIPT_BILLING_LINE, 1, argv, 5);
     cJSON_free(json);
 
     if (r == NULL) {

@@ -28,11 +28,19 @@ typedef struct {
     char           *item;      /* Stripe id (ii_..., in_...) */
     char           *error;
     char           *invoice;   /* invoice id, once invoiced by this agent */
+    /* what the body bills, so nobody parses it back: set with the body */
+    char           *customer;
+    int64_t         amount;    /* minor units */
+    char            currency[8];
 } ledger_entry_t;
 
 const char *ledger_state_name(ledger_state_e s);
 
-/* 0 ok; -1 if the text is no ledger entry (then e->state is FAILED) */
+/*
+ * 0 ok; -1 if the text is no ledger entry (then e->state is FAILED).  An
+ * entry of an agent before customer/amount/currency were stored has them
+ * read from its body instead.
+ */
 int ledger_parse(const char *json, size_t len, ledger_entry_t *e);
 void ledger_entry_free(ledger_entry_t *e);
 /* copies the strings of src into dst (dst freed first) */

@@ -25,8 +25,10 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <ngx_http_apimon_scripts.h>
 
 #define AGENT_DEFAULT_REDIS  "127.0.0.1:6379"
+#define AGENT_DEFAULT_STRIPE "https://api.stripe.com"
 #define AGENT_FILE_MAX       (16 * 1024 * 1024)
 
 
@@ -68,7 +70,7 @@ static const char  *usage_text =
 "  -h, --help               this text\n"
 "\n"
 "environment: APIMON_REDIS, APIMON_REDIS_PASSWORD, STRIPE_API_KEY,\n"
-"STRIPE_API_BASE (default " "https://api.stripe.com" ")\n"
+"STRIPE_API_BASE (default " AGENT_DEFAULT_STRIPE ")\n"
 "\n"
 "exit codes: 0 all lines done; 1 some lines failed, unresolved or without a\n"
 "customer, or a subscription could not be priced (rerun to resume);\n"
@@ -282,7 +284,7 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     snprintf(now, sizeof(now), "%lld", (long long) agent_now_ms());
     argv[0] = text;
     argv[1] = now;
-    r = ar_script(c, AR_CATALOG_APPLY, 0, argv, 2);
+    r = ar_script(c, APIMON_SCRIPT_CATALOG_APPLY, 0, argv, 2);
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         rc = script_failed(c, r, "catalog apply");
@@ -422,7 +424,7 @@ cmd_customer_set(const agent_conf_t *conf, const char *owner,
     argv[1] = owner;
     argv[2] = customer;
     argv[3] = now;
-    r = ar_script(c, AR_CUSTOMER_SET, 0, argv, 4);
+    r = ar_script(c, APIMON_SCRIPT_CUSTOMER_SET, 0, argv, 4);
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         rc = script_failed(c, r, "customer set");
@@ -648,7 +650,7 @@ main(int argc, char **argv)
     env = getenv("APIMON_REDIS");
     conf.redis = (env && *env) ? env : AGENT_DEFAULT_REDIS;
     env = getenv("STRIPE_API_BASE");
-    conf.bill.stripe_base = (env && *env) ? env : "https://api.stripe.com";
+    conf.bill.stripe_base = (env && *env) ? env : AGENT_DEFAULT_STRIPE;
     conf.bill.max_rps = 20;
     conf.bill.timeout_ms = 30000;
     conf.bill.max_retries = 3;

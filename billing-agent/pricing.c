@@ -5,6 +5,7 @@
  */
 
 #include "pricing.h"
+#include "util.h"                   /* agent_parse_i64 */
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -37,30 +38,23 @@ month_days(int64_t y, int m)
     return days[m - 1] + (m == 2 && is_leap(y));
 }
 
-/* leap years in 1..y (y >= 0) */
-static int64_t
-leaps_through(int64_t y)
+/*
+ * Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar, by
+ * eras of 400 years (146097 days) counted from March, so that the leap day
+ * ends a year; any y, m 1..12 and d give the day number, even d past the
+ * month's end (the usage fields are read so).
+ */
+int64_t
+apimon_days_from_civil(int64_t y, int m, int d)
 {
-    return y / 4 - y / 100 + y / 400;
-}
+    int64_t  era, yoe, doy, doe;
 
-/* days from 1970-01-01 to January 1st of year y (y >= 1) */
-static int64_t
-days_before_year(int64_t y)
-{
-    return 365 * (y - 1970) + leaps_through(y - 1) - leaps_through(1969);
-}
-
-static int64_t
-days_from_civil(int64_t y, int m, int d)
-{
-    int64_t  days = days_before_year(y);
-    int      i;
-
-    for (i = 1; i < m; i++) {
-        days += month_days(y, i);
-    }
-    return days + d - 1;
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
 }
 
 /* floor division: instants before 1970 still land on the right day */
@@ -78,7 +72,7 @@ period_set(int y, int m, apimon_period_t *p)
     p->year = y;
     p->month = m;
     p->days = month_days(y, m);
-    p->start_ms = days_from_civil(y, m, 1) * DAY_MS;
+    p->start_ms = apimon_days_from_civil(y, m, 1) * DAY_MS;
     p->end_ms = p->start_ms + (int64_t) p->days * DAY_MS;
 }
 
@@ -126,10 +120,10 @@ apimon_period_of(int64_t t_ms, apimon_period_t *p)
     z = t_ms / DAY_MS;
     /* z / 366 never overshoots; a handful of steps corrects it */
     y = MIN_YEAR + z / 366;
-    while (days_before_year(y + 1) <= z) {
+    while (apimon_days_from_civil(y + 1, 1, 1) <= z) {
         y++;
     }
-    while (m < 12 && days_from_civil(y, m + 1, 1) <= z) {
+    while (m < 12 && apimon_days_from_civil(y, m + 1, 1) <= z) {
         m++;
     }
     period_set((int) y, m, p);
@@ -165,6 +159,29 @@ apimon_active_days(const apimon_period_t *p, int64_t start_ms, int64_t end_ms)
     /* the day of s counts, and so does a partially covered last day; an end
      * at exactly 00:00 covers nothing of that day */
     return (int) (floor_div(e + DAY_MS - 1, DAY_MS) - floor_div(s, DAY_MS));
+}
+
+/* ---- usage ------------------------------------------------------------- */
+
+void
+apimon_usage_add(apimon_usage_t *u, int64_t start_ms, int64_t end_ms,
+    const char *field, size_t flen, const char *count, size_t clen)
+{
+    int64_t  v, ymd, day_ms;
+
+    if (flen < 12 || memcmp(field + flen - 3, "|ok", 3) != 0
+        || agent_parse_i64(field, 8, &ymd) != 0 || field[8] != '|'
+        || agent_parse_i64(count, clen, &v) != 0)
+    {
+        return;                 /* refusals by reason, or not a usage field */
+    }
+    day_ms = apimon_days_from_civil(ymd / 10000, (int) (ymd / 100 % 100),
+                                    (int) (ymd % 100)) * DAY_MS;
+    if ((end_ms != 0 && day_ms >= end_ms) || day_ms + DAY_MS <= start_ms) {
+        u->unbilled += v;
+    } else {
+        u->calls += v;
+    }
 }
 
 /* ---- arithmetic --------------------------------------------------------- */
@@ -214,33 +231,6 @@ units_of(const apimon_pricing_t *pr, int64_t calls)
 }
 
 /* ---- names and formatting ----------------------------------------------- */
-
-static const char *const model_names[] = {
-    "free", "flat", "metered", "flat_with_overage", "graduated", "volume",
-    "package"
-};
-
-#define NMODELS (sizeof(model_names) / sizeof(model_names[0]))
-
-const char *
-apimon_model_name(apimon_model_e m)
-{
-    return (unsigned) m < NMODELS ? model_names[m] : "?";
-}
-
-int
-apimon_model_parse(const char *name, apimon_model_e *m)
-{
-    size_t i;
-
-    for (i = 0; name != NULL && i < NMODELS; i++) {
-        if (strcmp(name, model_names[i]) == 0) {
-            *m = (apimon_model_e) i;
-            return 0;
-        }
-    }
-    return -1;
-}
 
 int
 apimon_currency_exponent(const char *c)
@@ -461,32 +451,28 @@ check_units(const apimon_pricing_t *pr, char *err, size_t len)
     return check_size("unitSize", pr->unit_size, 1, err, len);
 }
 
+/* the fields of the model's row, in the order their errors are reported */
 static int
 check_model(const apimon_pricing_t *pr, char *err, size_t len)
 {
-    switch (pr->model) {
-    case APIMON_MODEL_FREE:
-        return 0;
-    case APIMON_MODEL_FLAT:
-        return check_amount(pr, "amount", pr->amount, err, len);
-    case APIMON_MODEL_METERED:
-        return check_amount(pr, "unitAmount", pr->unit_amount, err, len)
-            || check_units(pr, err, len) ? -1 : 0;
-    case APIMON_MODEL_FLAT_WITH_OVERAGE:
-        return check_amount(pr, "amount", pr->amount, err, len)
-            || check_size("includedUnits", pr->included_units, 0, err, len)
-            || check_amount(pr, "unitAmount", pr->unit_amount, err, len)
-            || check_units(pr, err, len) ? -1 : 0;
-    case APIMON_MODEL_GRADUATED:
-    case APIMON_MODEL_VOLUME:
-        return check_tiers(pr, err, len) || check_units(pr, err, len)
-            ? -1 : 0;
-    case APIMON_MODEL_PACKAGE:
-        return check_amount(pr, "amount", pr->amount, err, len)
-            || check_size("packageSize", pr->package_size, 1, err, len)
-            ? -1 : 0;
+    unsigned  u = apimon_model(pr->model)->uses;
+
+    if (((u & APIMON_USES_AMOUNT)
+         && check_amount(pr, "amount", pr->amount, err, len) != 0)
+        || ((u & APIMON_USES_INCLUDED)
+            && check_size("includedUnits", pr->included_units, 0, err, len)
+               != 0)
+        || ((u & APIMON_USES_UNIT_AMOUNT)
+            && check_amount(pr, "unitAmount", pr->unit_amount, err, len)
+               != 0)
+        || ((u & APIMON_USES_TIERS) && check_tiers(pr, err, len) != 0)
+        || ((u & APIMON_USES_UNITS) && check_units(pr, err, len) != 0)
+        || ((u & APIMON_USES_PACKAGE)
+            && check_size("packageSize", pr->package_size, 1, err, len) != 0))
+    {
+        return -1;
     }
-    return fail(err, len, "model: unknown model");
+    return 0;
 }
 
 int
@@ -495,7 +481,7 @@ apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
     if (pr == NULL) {
         return fail(err, len, "pricing: missing");
     }
-    if ((unsigned) pr->model >= NMODELS) {
+    if (apimon_model(pr->model) == NULL) {
         return fail(err, len, "model: unknown model");
     }
     /* free may omit the currency; every other model bills in one */
@@ -510,7 +496,7 @@ apimon_pricing_check(const apimon_pricing_t *pr, char *err, size_t len)
 
 /* ---- lines -------------------------------------------------------------- */
 
-typedef struct {
+struct apimon_price_ctx_s {
     const apimon_pricing_t *pr;
     const apimon_period_t  *p;
     const char             *label;
@@ -519,7 +505,7 @@ typedef struct {
     apimon_line_t          *lines;
     size_t                  nlines;
     size_t                  n;
-} price_ctx_t;
+};
 
 /* the plan label as ASCII: descriptions go to Stripe and to CSV reports */
 static void
@@ -538,7 +524,7 @@ ascii_copy(char *dst, size_t room, const char *src)
 }
 
 static int
-emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
+emit(apimon_price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
     const char *tail)
 {
     apimon_line_t  *l;
@@ -569,7 +555,7 @@ emit(price_ctx_t *c, const char *id, int64_t qty, int64_t amount,
 }
 
 static int
-fee_line(price_ctx_t *c)
+fee_line(apimon_price_ctx_t *c)
 {
     int64_t  fee, step = apimon_currency_step(c->pr->currency);
     char     tail[64];
@@ -589,8 +575,8 @@ fee_line(price_ctx_t *c)
 /* "12,345 calls" or "12,345 calls = 13 units of 1,000"; what is the
  * singular noun, "unit" or "package" */
 static void
-units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
-    char *buf, size_t len)
+units_phrase(apimon_price_ctx_t *c, int64_t units, int64_t size,
+    const char *what, char *buf, size_t len)
 {
     char calls[32], n[32], sz[32];
 
@@ -606,7 +592,7 @@ units_phrase(price_ctx_t *c, int64_t units, int64_t size, const char *what,
 }
 
 static int
-metered_line(price_ctx_t *c)
+metered_line(apimon_price_ctx_t *c)
 {
     int64_t  units = units_of(c->pr, c->calls), amount;
     char     up[96], price[40], tail[160];
@@ -622,7 +608,7 @@ metered_line(price_ctx_t *c)
 }
 
 static int
-overage_line(price_ctx_t *c)
+overage_line(apimon_price_ctx_t *c)
 {
     int64_t  units = units_of(c->pr, c->calls), over, amount;
     char     up[96], price[40], inc[32], ov[32], tail[180];
@@ -670,7 +656,7 @@ tier_cost(const apimon_tier_t *t, int64_t n, int64_t *cost)
 }
 
 static int
-graduated_line(price_ctx_t *c)
+graduated_line(apimon_price_ctx_t *c)
 {
     const apimon_pricing_t *pr = c->pr;
     int64_t  units = units_of(pr, c->calls), prev = 0, total = 0, n, cost;
@@ -711,7 +697,7 @@ graduated_line(price_ctx_t *c)
 }
 
 static int
-volume_line(price_ctx_t *c)
+volume_line(apimon_price_ctx_t *c)
 {
     const apimon_pricing_t *pr = c->pr;
     int64_t  units = units_of(pr, c->calls), total = 0;
@@ -746,7 +732,7 @@ volume_line(price_ctx_t *c)
 }
 
 static int
-package_line(price_ctx_t *c)
+package_line(apimon_price_ctx_t *c)
 {
     int64_t  packs = ceil_div(c->calls, c->pr->package_size), amount;
     char     up[96], price[40], tail[160];
@@ -765,26 +751,58 @@ package_line(price_ctx_t *c)
 }
 
 static int
-price_model(price_ctx_t *c)
+fee_overage_lines(apimon_price_ctx_t *c)
 {
-    switch (c->pr->model) {
-    case APIMON_MODEL_FREE:
-        return 0;
-    case APIMON_MODEL_FLAT:
-        return fee_line(c);
-    case APIMON_MODEL_METERED:
-        return metered_line(c);
-    case APIMON_MODEL_FLAT_WITH_OVERAGE:
-        return fee_line(c) || overage_line(c) ? -1 : 0;
-    case APIMON_MODEL_GRADUATED:
-        return graduated_line(c);
-    case APIMON_MODEL_VOLUME:
-        return volume_line(c);
-    case APIMON_MODEL_PACKAGE:
-        return package_line(c);
+    return fee_line(c) || overage_line(c) ? -1 : 0;
+}
+
+/* ---- models ------------------------------------------------------------- */
+
+static const apimon_model_t  models[] = {
+    [APIMON_MODEL_FREE] = { "free", 0, 0, NULL },
+    [APIMON_MODEL_FLAT] = { "flat", APIMON_USES_AMOUNT, 1, fee_line },
+    [APIMON_MODEL_METERED] = { "metered",
+        APIMON_USES_UNIT_AMOUNT | APIMON_USES_UNITS, 1, metered_line },
+    [APIMON_MODEL_FLAT_WITH_OVERAGE] = { "flat_with_overage",
+        APIMON_USES_AMOUNT | APIMON_USES_INCLUDED | APIMON_USES_UNIT_AMOUNT
+        | APIMON_USES_UNITS, 2, fee_overage_lines },
+    [APIMON_MODEL_GRADUATED] = { "graduated",
+        APIMON_USES_TIERS | APIMON_USES_UNITS, 1, graduated_line },
+    [APIMON_MODEL_VOLUME] = { "volume",
+        APIMON_USES_TIERS | APIMON_USES_UNITS, 1, volume_line },
+    [APIMON_MODEL_PACKAGE] = { "package",
+        APIMON_USES_AMOUNT | APIMON_USES_PACKAGE, 1, package_line },
+};
+
+#define NMODELS (sizeof(models) / sizeof(models[0]))
+
+const apimon_model_t *
+apimon_model(apimon_model_e m)
+{
+    return (unsigned) m < NMODELS ? &models[m] : NULL;
+}
+
+const char *
+apimon_model_name(apimon_model_e m)
+{
+    return (unsigned) m < NMODELS ? models[m].name : "?";
+}
+
+int
+apimon_model_parse(const char *name, apimon_model_e *m)
+{
+    size_t i;
+
+    for (i = 0; name != NULL && i < NMODELS; i++) {
+        if (strcmp(name, models[i].name) == 0) {
+            *m = (apimon_model_e) i;
+            return 0;
+        }
     }
     return -1;
 }
+
+/* ---- pricing ------------------------------------------------------------ */
 
 int
 apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
@@ -800,8 +818,9 @@ apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines, char *err, size_t errlen)
 {
-    price_ctx_t c;
-    char        why[APIMON_PRICE_ERRLEN];
+    apimon_price_ctx_t     c;
+    const apimon_model_t  *m;
+    char                   why[APIMON_PRICE_ERRLEN];
 
     if (pricing == NULL || p == NULL || (lines == NULL && nlines > 0)) {
         return fail(err, errlen, "nothing to price");
@@ -824,12 +843,11 @@ apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
     c.lines = lines;
     c.nlines = nlines;
     c.n = 0;
-    if (nlines < (pricing->model == APIMON_MODEL_FLAT_WITH_OVERAGE ? 2u
-                  : pricing->model == APIMON_MODEL_FREE ? 0u : 1u))
-    {
+    m = apimon_model(pricing->model);
+    if (nlines < m->nlines) {
         return fail(err, errlen, "too few lines to hold the result");
     }
-    if (price_model(&c) != 0) {
+    if (m->price != NULL && m->price(&c) != 0) {
         return fail(err, errlen, "a line's amount does not fit a 64-bit "
             "integer (%lld calls)", (long long) calls);
     }

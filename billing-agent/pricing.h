@@ -64,6 +64,10 @@ typedef struct {
     char           description[200];
 } apimon_line_t;
 
+/* days from 1970-01-01 to y-m-d (UTC, proleptic Gregorian): the agent's
+ * one calendar, behind every period and usage day */
+int64_t apimon_days_from_civil(int64_t y, int m, int d);
+
 /* "2026-02" → period; -1 on a malformed or impossible month */
 int apimon_period_parse(const char *text, apimon_period_t *p);
 /* the month that contains t_ms */
@@ -112,6 +116,32 @@ int apimon_price(const apimon_pricing_t *pricing, const apimon_period_t *p,
  * Additions beyond the pinned interface above.
  */
 
+/* the pricing fields a model takes beside model and currency (catalog.c
+ * spells them as the catalog does) */
+#define APIMON_USES_AMOUNT       0x01    /* amount, required */
+#define APIMON_USES_INCLUDED     0x02    /* includedUnits, required */
+#define APIMON_USES_UNIT_AMOUNT  0x04    /* unitAmount, required */
+#define APIMON_USES_TIERS        0x08    /* tiers, required */
+#define APIMON_USES_UNITS        0x10    /* unitSize and rounding, optional */
+#define APIMON_USES_PACKAGE      0x20    /* packageSize, required */
+
+typedef struct apimon_price_ctx_s  apimon_price_ctx_t;
+
+/*
+ * One row per pricing model (pricing.c): adding a model is its enum name,
+ * its row and its pricing function; the catalog reads and checks the
+ * fields its row names, and pricing writes the lines its function emits.
+ */
+typedef struct {
+    const char    *name;           /* the catalog's "model" */
+    unsigned       uses;           /* APIMON_USES_* */
+    size_t         nlines;         /* the lines it writes */
+    int          (*price)(apimon_price_ctx_t *c);    /* NULL: no lines */
+} apimon_model_t;
+
+/* the row of m, NULL past the last model */
+const apimon_model_t *apimon_model(apimon_model_e m);
+
 /* "flat" ... "package" for a model, "?" if out of range */
 const char *apimon_model_name(apimon_model_e m);
 /* the catalog's model name → enum; -1 if unknown */
@@ -125,6 +155,23 @@ int apimon_model_parse(const char *name, apimon_model_e *m);
  */
 int apimon_pricing_check(const apimon_pricing_t *pricing, char *err,
     size_t errlen);
+
+/* one month of a subscription's accepted calls, split by its term */
+typedef struct {
+    int64_t        calls;          /* on days it was in effect: billed */
+    int64_t        unbilled;       /* on days wholly outside: reported */
+} apimon_usage_t;
+
+/*
+ * The usage rule: adds one field of a month's usage hash to u.  Only
+ * "<YYYYMMDD>|<api>|ok" fields count (accepted calls; schema/README.md);
+ * refusals by reason and unreadable fields or counts are skipped.  A day
+ * counts as billed when the subscription [start_ms, end_ms) (end 0 = open)
+ * was in effect for some of it: calls on a day wholly after the end or
+ * before the start are unbilled.
+ */
+void apimon_usage_add(apimon_usage_t *u, int64_t start_ms, int64_t end_ms,
+    const char *field, size_t flen, const char *count, size_t clen);
 
 /* "2026-02" into buf (at least 8 bytes) */
 void apimon_period_format(const apimon_period_t *p, char *buf, size_t len);

@@ -15,8 +15,7 @@
 
 #include "util.h"
 
-#define STRIPE_VERSION       "2024-06-20"
-#define STRIPE_DEFAULT_BASE  "https://api.stripe.com"
+#define STRIPE_VERSION  "2024-06-20"
 
 /* what a response means for the caller */
 typedef enum {

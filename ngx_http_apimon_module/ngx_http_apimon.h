@@ -25,8 +25,7 @@
 #define NGX_HTTP_APIMON_SUB_ID_LEN     36      /* dashed UUID */
 #define NGX_HTTP_APIMON_DIGEST_LEN     64      /* sha256, hex */
 
-#define NGX_HTTP_APIMON_KEY_SECRET_MIN    32   /* bytes of one secret */
-#define NGX_HTTP_APIMON_KEY_SECRETS_MAX   4    /* secrets accepted at once */
+#define NGX_HTTP_APIMON_PASSWORD_MAX      1024 /* bytes of a password file */
 #define NGX_HTTP_APIMON_UNKNOWN_MAX       1024 /* unknown-key cache entries */
 #define NGX_HTTP_APIMON_UNKNOWN_TTL       5000 /* ms */
 
@@ -72,7 +71,7 @@ typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
 
 /* http{}-level: one Redis server per worker process */
 typedef struct {
-    ngx_str_t                  redis_addr;    /* "127.0.0.1:6379" text */
+    ngx_str_t                  redis_addr;    /* as configured, for logs */
     ngx_str_t                  redis_host;    /* numeric IP, or empty */
     ngx_int_t                  redis_port;
     ngx_str_t                  redis_unix;    /* unix socket path, or empty */
@@ -98,7 +97,7 @@ typedef struct {
 
 
 /*
- * The Redis transport (ngx_http_apimon_redis.c).
+ * The Redis transport (ngx_http_apimon_redis*.c, ngx_http_apimon_redis.h).
  *
  * One hiredis async connection per worker, driven by nginx events.  A call
  * is an ngx_http_apimon_redis_call_t allocated outside any request pool; its
@@ -185,9 +184,12 @@ void ngx_http_apimon_key_digest(ngx_str_t *key, u_char *out);
  */
 ngx_int_t ngx_http_apimon_key_generate(u_char *sub_id, ngx_array_t *secrets,
     u_char *out, size_t *len, ngx_log_t *log);
-/* a secret read from a file, prepared for the HMAC; NGX_ERROR: no memory */
-ngx_int_t ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
-    u_char *data, size_t len);
+/*
+ * the secrets of an apimon_key_secret_file, prepared for the HMAC and wiped
+ * when the configuration is freed; NULL: an error, logged
+ */
+ngx_array_t *ngx_http_apimon_key_secrets_read(ngx_conf_t *cf,
+    ngx_str_t *file);
 /* the unknown-key cache: made at configuration time, filled per worker */
 ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_create(ngx_pool_t *pool,
     ngx_uint_t max, ngx_msec_t ttl);
@@ -203,7 +205,32 @@ void ngx_http_apimon_key_exit(void);
 
 
 /*
+ * Secret files (ngx_http_apimon_key.c), read at configuration time: at most
+ * "max" bytes; "file" becomes the full name.  The messages name the
+ * directive being parsed and the file ("what" precedes its name, e.g.
+ * "password file "), never what it holds.
+ */
+
+/*
+ * one line of a secret file, without its '\n' and trailing blanks and '\r';
+ * blank lines are skipped; line counts from 1
+ */
+typedef char *(*ngx_http_apimon_secret_line_pt)(ngx_conf_t *cf, void *data,
+    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
+
+/* the whole file; on NGX_OK free it with ngx_http_apimon_secret_free() */
+ngx_int_t ngx_http_apimon_secret_read(ngx_conf_t *cf, ngx_str_t *file,
+    const char *what, size_t max, ngx_str_t *text);
+/* the handler on each line, until one does not return NGX_CONF_OK */
+char *ngx_http_apimon_secret_lines(ngx_conf_t *cf, ngx_str_t *file,
+    size_t max, ngx_http_apimon_secret_line_pt handler, void *data);
+/* wipes and frees what ngx_http_apimon_secret_read() returned */
+void ngx_http_apimon_secret_free(ngx_str_t *text);
+
+
+/*
  * Enforcement (ngx_http_apimon_module.c, ngx_http_apimon_handler.c,
+ * ngx_http_apimon_batch.c, ngx_http_apimon_refund.c, ngx_http_apimon_hide.c,
  * ngx_http_apimon_headers.c)
  */
 
@@ -280,11 +307,35 @@ typedef struct {
 } ngx_http_apimon_ctx_t;
 
 
+/* the access phase (ngx_http_apimon_handler.c) */
 ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
-ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
 ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
 void ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf);
 
+/*
+ * The check batcher (ngx_http_apimon_batch.c): a request's context, and its
+ * check queued with ngx_http_apimon_batch_add() (ctx->conf set, the request
+ * suspended); the request is resumed with ctx->result set.
+ */
+ngx_http_apimon_ctx_t *ngx_http_apimon_create_ctx(ngx_http_request_t *r);
+/* the request's context, also after an internal redirect; NULL: none */
+ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
+void ngx_http_apimon_batch_add(ngx_http_apimon_ctx_t *ctx);
+ngx_int_t ngx_http_apimon_batch_init(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf);
+void ngx_http_apimon_batch_exit(ngx_http_apimon_main_conf_t *amcf);
+
+/*
+ * Keeping the key out of sight (ngx_http_apimon_hide.c): apimon_hide_key
+ * (NGX_OK, or the status to answer), and the key redacted from the
+ * request's error log lines
+ */
+ngx_int_t ngx_http_apimon_hide_key(ngx_http_request_t *r,
+    ngx_http_apimon_loc_conf_t *alcf);
+void ngx_http_apimon_redact_log(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf);
+
+/* what the client sees (ngx_http_apimon_headers.c) */
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
 ngx_int_t ngx_http_apimon_headers_init(ngx_conf_t *cf);

@@ -411,9 +411,11 @@ ngx_http_apimon_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  */
 
 static char *
-ngx_http_apimon_admin_token_line(ngx_conf_t *cf, ngx_array_t *tokens,
-    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line)
+ngx_http_apimon_admin_token_line(ngx_conf_t *cf, void *data, u_char *p,
+    u_char *last, ngx_str_t *file, ngx_uint_t line)
 {
+    ngx_array_t  *tokens = data;
+
     u_char                         *colon;
     ngx_str_t                       token;
     ngx_http_apimon_admin_token_t  *t;
@@ -422,13 +424,7 @@ ngx_http_apimon_admin_token_line(ngx_conf_t *cf, ngx_array_t *tokens,
         p++;
     }
 
-    while (last > p && (last[-1] == ' ' || last[-1] == '\t'
-                        || last[-1] == '\r'))
-    {
-        last--;
-    }
-
-    if (p == last || *p == '#') {
+    if (*p == '#') {
         return NGX_CONF_OK;
     }
 
@@ -483,13 +479,8 @@ ngx_http_apimon_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_apimon_admin_loc_conf_t  *alcf = conf;
 
-    char             *rv;
-    u_char           *buf, *p, *eol, *last;
-    ssize_t           n;
-    ngx_str_t        *value, file;
-    ngx_uint_t        line;
-    ngx_file_t        f;
-    ngx_file_info_t   fi;
+    char       *rv;
+    ngx_str_t  *value, file;
 
     if (alcf->tokens != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -498,88 +489,21 @@ ngx_http_apimon_admin_token_file(ngx_conf_t *cf, ngx_command_t *cmd,
     value = cf->args->elts;
     file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.name = file;
-    f.log = cf->log;
-
-    f.fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (f.fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    rv = NGX_CONF_ERROR;
-    buf = NULL;
-
-    if (ngx_fd_info(f.fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_fd_info_n " \"%V\" failed", &file);
-        goto done;
-    }
-
-    if (ngx_file_size(&fi) > NGX_HTTP_APIMON_ADMIN_TOKEN_FILE_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" is larger than %d bytes", &file,
-                           NGX_HTTP_APIMON_ADMIN_TOKEN_FILE_MAX);
-        goto done;
-    }
-
-    buf = ngx_alloc((size_t) ngx_file_size(&fi) + 1, cf->log);
-    if (buf == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_file(&f, buf, (size_t) ngx_file_size(&fi), 0);
-    if (n == NGX_ERROR) {
-        goto done;
-    }
-
     alcf->tokens = ngx_array_create(cf->pool, 2,
                                     sizeof(ngx_http_apimon_admin_token_t));
     if (alcf->tokens == NULL) {
-        goto done;
+        return NGX_CONF_ERROR;
     }
 
-    last = buf + n;
-    line = 1;
+    rv = ngx_http_apimon_secret_lines(cf, &file,
+                                      NGX_HTTP_APIMON_ADMIN_TOKEN_FILE_MAX,
+                                      ngx_http_apimon_admin_token_line,
+                                      alcf->tokens);
 
-    for (p = buf; p < last; p = eol + 1, line++) {
-        eol = ngx_strlchr(p, last, '\n');
-        if (eol == NULL) {
-            eol = last;
-        }
-
-        if (ngx_http_apimon_admin_token_line(cf, alcf->tokens, p, eol, &file,
-                                             line)
-            != NGX_CONF_OK)
-        {
-            goto done;
-        }
-    }
-
-    if (alcf->tokens->nelts == 0) {
+    if (rv == NGX_CONF_OK && alcf->tokens->nelts == 0) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "\"%V\" holds no token: every management API "
                            "request will be refused", &file);
-    }
-
-    rv = NGX_CONF_OK;
-
-done:
-
-    if (buf) {
-        ngx_explicit_memzero(buf, (size_t) ngx_file_size(&fi));
-        ngx_free(buf);
-    }
-
-    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", &file);
     }
 
     return rv;

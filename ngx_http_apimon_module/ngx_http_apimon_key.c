@@ -1,6 +1,7 @@
 /*
  * API keys: shape, tag or checksum, digest, generation (schema/README.md,
- * "API keys"), and the per-worker cache of keys Redis called unknown.
+ * "API keys"), the per-worker cache of keys Redis called unknown, and the
+ * one reader of secret files (key secrets, the Redis password, admin tokens).
  *
  *   version 2:  ak2_ <32 hex: subscription id> <32 base32: 160 random bits>
  *               <16 base32: tag>
@@ -31,6 +32,10 @@
 #define NGX_HTTP_APIMON_TAG_LEN         16
 #define NGX_HTTP_APIMON_HMAC_BLOCK      64
 
+#define NGX_HTTP_APIMON_KEY_SECRET_MIN       32    /* bytes of one secret */
+#define NGX_HTTP_APIMON_KEY_SECRETS_MAX      4     /* accepted at once */
+#define NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX  4096  /* bytes of the file */
+
 
 /* the two shapes: what precedes the check digits, and how many they are */
 typedef struct {
@@ -54,6 +59,11 @@ struct ngx_http_apimon_unknown_s {
 static ngx_http_apimon_key_shape_t *ngx_http_apimon_key_shape(ngx_str_t *key);
 static ngx_int_t ngx_http_apimon_key_tag_valid(ngx_str_t *key,
     ngx_array_t *secrets);
+static ngx_int_t ngx_http_apimon_key_secret_init(
+    ngx_http_apimon_key_secret_t *s, u_char *data, size_t len);
+static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data,
+    u_char *p, u_char *last, ngx_str_t *file, ngx_uint_t line);
+static void ngx_http_apimon_key_secrets_wipe(void *data);
 static ngx_int_t ngx_http_apimon_key_tag(ngx_http_apimon_key_secret_t *s,
     u_char *key, u_char *out);
 static ngx_int_t ngx_http_apimon_sha256(u_char *a, size_t alen, u_char *b,
@@ -242,7 +252,7 @@ ngx_http_apimon_key_tag(ngx_http_apimon_key_secret_t *s, u_char *key,
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
     u_char *data, size_t len)
 {
@@ -273,6 +283,95 @@ ngx_http_apimon_key_secret_init(ngx_http_apimon_key_secret_t *s,
     ngx_explicit_memzero(k, sizeof(k));
 
     return NGX_OK;
+}
+
+
+/*
+ * apimon_key_secret_file: one secret per line, the first signs new keys, the
+ * others (older secrets) are still accepted.  NULL: an error, logged.
+ */
+
+ngx_array_t *
+ngx_http_apimon_key_secrets_read(ngx_conf_t *cf, ngx_str_t *file)
+{
+    ngx_array_t         *secrets;
+    ngx_pool_cleanup_t  *cln;
+
+    /* never grown: the secrets stay where the cleanup wipes them */
+    secrets = ngx_array_create(cf->pool, NGX_HTTP_APIMON_KEY_SECRETS_MAX,
+                               sizeof(ngx_http_apimon_key_secret_t));
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+
+    if (secrets == NULL || cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_apimon_key_secrets_wipe;
+    cln->data = secrets;
+
+    if (ngx_http_apimon_secret_lines(cf, file,
+                                     NGX_HTTP_APIMON_KEY_SECRET_FILE_MAX,
+                                     ngx_http_apimon_key_secret_line, secrets)
+        != NGX_CONF_OK)
+    {
+        return NULL;
+    }
+
+    if (secrets->nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": \"%V\" holds no "
+                           "secret", file);
+        return NULL;
+    }
+
+    return secrets;
+}
+
+
+static char *
+ngx_http_apimon_key_secret_line(ngx_conf_t *cf, void *data, u_char *p,
+    u_char *last, ngx_str_t *file, ngx_uint_t line)
+{
+    ngx_array_t  *secrets = data;
+
+    ngx_http_apimon_key_secret_t  *s;
+
+    if (last - p < NGX_HTTP_APIMON_KEY_SECRET_MIN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": the secret on line "
+                           "%ui of \"%V\" is too short (at least %d bytes; "
+                           "e.g. openssl rand -hex 32)", line, file,
+                           NGX_HTTP_APIMON_KEY_SECRET_MIN);
+        return NGX_CONF_ERROR;
+    }
+
+    if (secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_key_secret_file\": \"%V\" holds more "
+                           "than %d secrets", file,
+                           NGX_HTTP_APIMON_KEY_SECRETS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    s = ngx_array_push(secrets);
+    if (s == NULL
+        || ngx_http_apimon_key_secret_init(s, p, last - p) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the configuration is freed (a reload): its secrets do not linger */
+
+static void
+ngx_http_apimon_key_secrets_wipe(void *data)
+{
+    ngx_array_t  *a = data;
+
+    ngx_explicit_memzero(a->elts, a->nalloc * a->size);
 }
 
 
@@ -587,4 +686,125 @@ ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *c, u_char *digest)
 
     /* 0 marks an empty slot */
     c->entry[i].expires = (ngx_current_msec + c->ttl) | 1;
+}
+
+
+/*
+ * Secret files: apimon_redis password_file=, apimon_key_secret_file and
+ * apimon_admin_token_file.  The messages name the directive (the first
+ * argument of the line being parsed) and the file, never what it holds;
+ * what was read is wiped before it is freed.
+ */
+
+ngx_int_t
+ngx_http_apimon_secret_read(ngx_conf_t *cf, ngx_str_t *file, const char *what,
+    size_t max, ngx_str_t *text)
+{
+    ssize_t     n;
+    u_char     *buf;
+    ngx_str_t  *directive;
+    ngx_file_t  f;
+
+    directive = cf->args->elts;
+
+    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.name = *file;
+    f.log = cf->log;
+
+    f.fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (f.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "\"%V\": could not open %s\"%V\"",
+                           directive, what, file);
+        return NGX_ERROR;
+    }
+
+    /* one byte more than allowed tells a file that is too long */
+    buf = ngx_alloc(max + 1, cf->log);
+
+    n = buf ? ngx_read_file(&f, buf, max + 1, 0) : NGX_ERROR;
+
+    if (ngx_close_file(f.fd) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
+                           ngx_close_file_n " \"%V\" failed", file);
+    }
+
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    text->data = buf;
+    text->len = max + 1;
+
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": could not read %s\"%V\"",
+                           directive, what, file);
+        ngx_http_apimon_secret_free(text);
+        return NGX_ERROR;
+    }
+
+    if ((size_t) n > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\": %s\"%V\" is too long (over %uz bytes)",
+                           directive, what, file, max);
+        ngx_http_apimon_secret_free(text);
+        return NGX_ERROR;
+    }
+
+    text->len = n;
+
+    return NGX_OK;
+}
+
+
+char *
+ngx_http_apimon_secret_lines(ngx_conf_t *cf, ngx_str_t *file, size_t max,
+    ngx_http_apimon_secret_line_pt handler, void *data)
+{
+    char        *rv;
+    u_char      *p, *eol, *end, *last;
+    ngx_str_t    text;
+    ngx_uint_t   line;
+
+    if (ngx_http_apimon_secret_read(cf, file, "", max, &text) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    rv = NGX_CONF_OK;
+    last = text.data + text.len;
+    line = 1;
+
+    for (p = text.data; p < last && rv == NGX_CONF_OK; p = eol + 1, line++) {
+        eol = ngx_strlchr(p, last, '\n');
+        if (eol == NULL) {
+            eol = last;
+        }
+
+        for (end = eol; end > p; end--) {
+            if (end[-1] != '\r' && end[-1] != ' ' && end[-1] != '\t') {
+                break;
+            }
+        }
+
+        if (end > p) {
+            rv = handler(cf, data, p, end, file, line);
+        }
+    }
+
+    ngx_http_apimon_secret_free(&text);
+
+    return rv;
+}
+
+
+void
+ngx_http_apimon_secret_free(ngx_str_t *text)
+{
+    ngx_explicit_memzero(text->data, text->len);
+    ngx_free(text->data);
 }

@@ -23,33 +23,43 @@ static char *ngx_http_apimon_redis_address(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr);
 static char *ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file);
-static ssize_t ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive,
-    char *what, ngx_str_t *file, u_char *buf, size_t size);
 static char *ngx_http_apimon_key_secret_file(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
-    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
-    u_char *last, ngx_uint_t line);
-static void ngx_http_apimon_key_secrets_wipe(void *data);
 static char *ngx_http_apimon_unknown_key_cache(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
-static char *ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
+static char *ngx_http_apimon_api(ngx_conf_t *cf, void *post, void *data);
 static char *ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_rate(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apimon_quota(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd,
+static char *ngx_http_apimon_status_bounds(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_apimon_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_apimon_on_redis_error(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_apimon_valid_name(ngx_str_t *name);
 static void ngx_http_apimon_key_source(ngx_http_apimon_loc_conf_t *alcf,
     ngx_str_t *value);
 static ngx_int_t ngx_http_apimon_number_text(ngx_conf_t *cf, ngx_str_t *s,
     ngx_uint_t n);
+
+
+static ngx_conf_post_t  ngx_http_apimon_api_post = {
+    ngx_http_apimon_api
+};
+
+
+static ngx_conf_num_bounds_t  ngx_http_apimon_quota_status_bounds = {
+    ngx_http_apimon_status_bounds, 400, 599
+};
+
+
+static ngx_conf_enum_t  ngx_http_apimon_on_redis_error_values[] = {
+    { ngx_string("open"), NGX_HTTP_APIMON_REDIS_OPEN },
+    { ngx_string("closed"), NGX_HTTP_APIMON_REDIS_CLOSED },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_http_apimon_commands[] = {
@@ -77,16 +87,16 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_api"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_api,
+      ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, api),
+      &ngx_http_apimon_api_post },
 
     { ngx_string("apimon_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_apimon_key,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_apimon_loc_conf_t, key),
       NULL },
 
     { ngx_string("apimon_hide_key"),
@@ -133,17 +143,17 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_quota_status"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_quota_status,
+      ngx_conf_set_num_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, quota_status),
+      &ngx_http_apimon_quota_status_bounds },
 
     { ngx_string("apimon_on_redis_error"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_apimon_on_redis_error,
+      ngx_http_apimon_conf_set_enum,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+      offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
+      ngx_http_apimon_on_redis_error_values },
 
     { ngx_string("apimon_legacy_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -205,6 +215,7 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *
      *     amcf->redis_addr = { 0, NULL };
      *     amcf->redis_host = { 0, NULL };
+     *     amcf->redis_port = 0;
      *     amcf->redis_unix = { 0, NULL };
      *     amcf->redis_password = { 0, NULL };
      *     amcf->configured = 0;
@@ -213,7 +224,6 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *     amcf->batcher = NULL;       (made by postconfiguration)
      */
 
-    amcf->redis_port = NGX_CONF_UNSET;
     amcf->redis_db = NGX_CONF_UNSET;
     amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     amcf->unknown_max = NGX_CONF_UNSET_UINT;
@@ -233,7 +243,6 @@ ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_apimon_main_conf_t *amcf = conf;
 
-    ngx_conf_init_value(amcf->redis_port, 6379);
     ngx_conf_init_value(amcf->redis_db, 0);
     ngx_conf_init_msec_value(amcf->connect_timeout,
                              NGX_HTTP_APIMON_CONNECT_TIMEOUT);
@@ -564,110 +573,67 @@ ngx_http_apimon_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * ip[:port], [ipv6][:port] or unix:path; numeric addresses only: hiredis
+ * would resolve a host name with a blocking call in the worker
+ */
+
 static char *
 ngx_http_apimon_redis_address(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *addr)
 {
-    u_char     *p, *last, *colon;
-    ngx_str_t   host, port;
-    ngx_int_t   n;
-#if (NGX_HAVE_INET6)
-    u_char      buf[16];
-#endif
+    u_char              *p;
+    ngx_url_t            u;
+    struct sockaddr_un  *saun;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *addr;
+    u.default_port = 6379;
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\": invalid address \"%V\" (%s)",
+                           addr, u.err ? u.err : "no memory");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"apimon_redis\" needs a numeric IP address or "
+                           "a unix: socket path, not \"%V\" (host names "
+                           "would be resolved with a blocking call)", &u.host);
+        return NGX_CONF_ERROR;
+    }
 
     amcf->redis_addr = *addr;
 
-    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
-        p = ngx_pnalloc(cf->pool, addr->len - 5 + 1);
-        if (p == NULL) {
-            return NGX_CONF_ERROR;
-        }
+    if (u.family == AF_UNIX) {
+        saun = (struct sockaddr_un *) u.addrs[0].sockaddr;
 
-        (void) ngx_cpystrn(p, addr->data + 5, addr->len - 5 + 1);
-
-        amcf->redis_unix.data = p;
-        amcf->redis_unix.len = addr->len - 5;
+        amcf->redis_unix.data = (u_char *) saun->sun_path;
+        amcf->redis_unix.len = ngx_strlen(saun->sun_path);
 
         return NGX_CONF_OK;
     }
 
-    last = addr->data + addr->len;
-    port.len = 0;
-    port.data = NULL;
+    /* the address as hiredis takes it: "::1", not "[::1]" */
 
-    if (addr->len && addr->data[0] == '[') {
-        p = ngx_strlchr(addr->data, last, ']');
-        if (p == NULL) {
-            goto invalid;
-        }
-
-        host.data = addr->data + 1;
-        host.len = p - host.data;
-
-        if (p + 1 < last) {
-            if (p[1] != ':') {
-                goto invalid;
-            }
-
-            port.data = p + 2;
-            port.len = last - port.data;
-        }
-
-    } else {
-        colon = ngx_strlchr(addr->data, last, ':');
-
-        host.data = addr->data;
-        host.len = colon ? (size_t) (colon - addr->data) : addr->len;
-
-        if (colon) {
-            port.data = colon + 1;
-            port.len = last - port.data;
-        }
-    }
-
-    if (host.len == 0) {
-        goto invalid;
-    }
-
-    if (ngx_inet_addr(host.data, host.len) == INADDR_NONE
-#if (NGX_HAVE_INET6)
-        && ngx_inet6_addr(host.data, host.len, buf) != NGX_OK
-#endif
-       )
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_redis\" needs a numeric IP address or "
-                           "a unix: socket path, not \"%V\" (host names "
-                           "would be resolved with a blocking call)", &host);
-        return NGX_CONF_ERROR;
-    }
-
-    if (port.len) {
-        n = ngx_atoi(port.data, port.len);
-        if (n < 1 || n > 65535) {
-            goto invalid;
-        }
-
-        amcf->redis_port = n;
-    }
-
-    p = ngx_pnalloc(cf->pool, host.len + 1);
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    (void) ngx_cpystrn(p, host.data, host.len + 1);
-
     amcf->redis_host.data = p;
-    amcf->redis_host.len = host.len;
+    amcf->redis_host.len = ngx_sock_ntop(u.addrs[0].sockaddr,
+                                         u.addrs[0].socklen, p,
+                                         NGX_SOCKADDR_STRLEN, 0);
+    p[amcf->redis_host.len] = '\0';
+
+    amcf->redis_port = u.port;
 
     return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"apimon_redis\": invalid address \"%V\"", addr);
-    return NGX_CONF_ERROR;
 }
 
 
@@ -675,18 +641,20 @@ static char *
 ngx_http_apimon_redis_password(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file)
 {
-    u_char   *p;
-    ssize_t   n;
-    u_char    buf[1024];
+    size_t     n;
+    ngx_str_t  text;
 
-    n = ngx_http_apimon_read_secret(cf, "apimon_redis", "password file ", file,
-                                    buf, sizeof(buf));
-    if (n == NGX_ERROR) {
+    if (ngx_http_apimon_secret_read(cf, file, "password file ",
+                                    NGX_HTTP_APIMON_PASSWORD_MAX, &text)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
-                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    n = text.len;
+
+    while (n > 0 && (text.data[n - 1] == '\n' || text.data[n - 1] == '\r'
+                     || text.data[n - 1] == ' ' || text.data[n - 1] == '\t'))
     {
         n--;
     }
@@ -695,87 +663,24 @@ ngx_http_apimon_redis_password(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_redis\": password file \"%V\" is "
                            "empty", file);
+        ngx_http_apimon_secret_free(&text);
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, n);
-    if (p == NULL) {
-        return NGX_CONF_ERROR;
+    amcf->redis_password.data = ngx_pnalloc(cf->pool, n);
+
+    if (amcf->redis_password.data) {
+        ngx_memcpy(amcf->redis_password.data, text.data, n);
+        amcf->redis_password.len = n;
     }
 
-    ngx_memcpy(p, buf, n);
-    ngx_explicit_memzero(buf, sizeof(buf));
+    ngx_http_apimon_secret_free(&text);
 
-    amcf->redis_password.data = p;
-    amcf->redis_password.len = n;
-
-    return NGX_CONF_OK;
+    return amcf->redis_password.data ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 
-/*
- * A small file of secrets into buf; a file of "size" bytes or more is an
- * error.  The messages name the directive and the file, never what it holds.
- * "file" is made a full name (relative to the prefix).
- */
-
-static ssize_t
-ngx_http_apimon_read_secret(ngx_conf_t *cf, char *directive, char *what,
-    ngx_str_t *file, u_char *buf, size_t size)
-{
-    ssize_t     n;
-    ngx_fd_t    fd;
-    ngx_file_t  f;
-
-    if (ngx_conf_full_name(cf->cycle, file, 1) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    fd = ngx_open_file(file->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "\"%s\": could not open %s\"%V\"",
-                           directive, what, file);
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = *file;
-    f.log = cf->log;
-
-    n = ngx_read_file(&f, buf, size, 0);
-
-    if (ngx_close_file(fd) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_ALERT, cf, ngx_errno,
-                           ngx_close_file_n " \"%V\" failed", file);
-    }
-
-    if (n == NGX_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\": could not read %s\"%V\"",
-                           directive, what, file);
-        ngx_explicit_memzero(buf, size);
-        return NGX_ERROR;
-    }
-
-    if ((size_t) n == size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%s\": %s\"%V\" is too long (%uz bytes or "
-                           "more)", directive, what, file, size);
-        ngx_explicit_memzero(buf, size);
-        return NGX_ERROR;
-    }
-
-    return n;
-}
-
-
-/*
- * apimon_key_secret_file <file>: one secret per line, the first signs new
- * keys, the others (older secrets) are still accepted; blank lines and
- * trailing blanks do not count.
- */
+/* apimon_key_secret_file <file> */
 
 static char *
 ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -783,122 +688,17 @@ ngx_http_apimon_key_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_apimon_main_conf_t *amcf = conf;
 
-    char                *rv;
-    u_char              *p, *eol, *last;
-    ssize_t              n;
-    ngx_str_t           *value, file;
-    ngx_uint_t           line;
-    ngx_pool_cleanup_t  *cln;
-    u_char               buf[4096];
+    ngx_str_t  *value;
 
     if (amcf->key_secrets) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
-    file = value[1];
 
-    n = ngx_http_apimon_read_secret(cf, "apimon_key_secret_file", "", &file,
-                                    buf, sizeof(buf));
-    if (n == NGX_ERROR) {
-        return NGX_CONF_ERROR;
-    }
+    amcf->key_secrets = ngx_http_apimon_key_secrets_read(cf, &value[1]);
 
-    /* never grown: the secrets stay where the cleanup wipes them */
-    amcf->key_secrets = ngx_array_create(cf->pool,
-                                         NGX_HTTP_APIMON_KEY_SECRETS_MAX,
-                                         sizeof(ngx_http_apimon_key_secret_t));
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-
-    if (amcf->key_secrets == NULL || cln == NULL) {
-        rv = NGX_CONF_ERROR;
-        goto done;
-    }
-
-    cln->handler = ngx_http_apimon_key_secrets_wipe;
-    cln->data = amcf->key_secrets;
-
-    rv = NGX_CONF_OK;
-    last = buf + n;
-    line = 1;
-
-    for (p = buf; p < last && rv == NGX_CONF_OK; p = eol + 1, line++) {
-        eol = ngx_strlchr(p, last, '\n');
-        if (eol == NULL) {
-            eol = last;
-        }
-
-        rv = ngx_http_apimon_key_secret_line(cf, amcf, &file, p, eol, line);
-    }
-
-    if (rv == NGX_CONF_OK && amcf->key_secrets->nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": \"%V\" holds no "
-                           "secret", &file);
-        rv = NGX_CONF_ERROR;
-    }
-
-done:
-
-    ngx_explicit_memzero(buf, sizeof(buf));
-
-    return rv;
-}
-
-
-static char *
-ngx_http_apimon_key_secret_line(ngx_conf_t *cf,
-    ngx_http_apimon_main_conf_t *amcf, ngx_str_t *file, u_char *p,
-    u_char *last, ngx_uint_t line)
-{
-    ngx_http_apimon_key_secret_t  *s;
-
-    while (last > p && (last[-1] == '\r' || last[-1] == ' '
-                        || last[-1] == '\t'))
-    {
-        last--;
-    }
-
-    if (last == p) {
-        return NGX_CONF_OK;
-    }
-
-    if (last - p < NGX_HTTP_APIMON_KEY_SECRET_MIN) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": the secret on line "
-                           "%ui of \"%V\" is too short (at least %d bytes; "
-                           "e.g. openssl rand -hex 32)", line, file,
-                           NGX_HTTP_APIMON_KEY_SECRET_MIN);
-        return NGX_CONF_ERROR;
-    }
-
-    if (amcf->key_secrets->nelts == NGX_HTTP_APIMON_KEY_SECRETS_MAX) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_key_secret_file\": \"%V\" holds more "
-                           "than %d secrets", file,
-                           NGX_HTTP_APIMON_KEY_SECRETS_MAX);
-        return NGX_CONF_ERROR;
-    }
-
-    s = ngx_array_push(amcf->key_secrets);
-    if (s == NULL
-        || ngx_http_apimon_key_secret_init(s, p, last - p) != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/* the configuration is freed (a reload): its secrets do not linger */
-
-static void
-ngx_http_apimon_key_secrets_wipe(void *data)
-{
-    ngx_array_t  *a = data;
-
-    ngx_explicit_memzero(a->elts, a->nalloc * a->size);
+    return amcf->key_secrets ? NGX_CONF_OK : NGX_CONF_ERROR;
 }
 
 
@@ -981,27 +781,19 @@ invalid:
 }
 
 
+/* apimon_api <name>: the name the catalog's products list */
+
 static char *
-ngx_http_apimon_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_apimon_api(ngx_conf_t *cf, void *post, void *data)
 {
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+    ngx_str_t  *name = data;
 
-    ngx_str_t  *value;
-
-    if (alcf->api.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_apimon_valid_name(&value[1]) != NGX_OK) {
+    if (ngx_http_apimon_valid_name(name) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"apimon_api\": invalid API name \"%V\", "
-                           "expected 1-64 of A-Z a-z 0-9 . _ -", &value[1]);
+                           "expected 1-64 of A-Z a-z 0-9 . _ -", name);
         return NGX_CONF_ERROR;
     }
-
-    alcf->api = value[1];
 
     return NGX_CONF_OK;
 }
@@ -1038,12 +830,8 @@ ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_apimon_loc_conf_t *alcf = conf;
 
-    ngx_str_t                         *value;
-    ngx_http_compile_complex_value_t   ccv;
-
-    if (alcf->key != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
+    char       *rv;
+    ngx_str_t  *value;
 
     value = cf->args->elts;
 
@@ -1051,24 +839,13 @@ ngx_http_apimon_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "takes an empty value";
     }
 
-    alcf->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
-    if (alcf->key == NULL) {
-        return NGX_CONF_ERROR;
+    rv = ngx_http_set_complex_value_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_OK) {
+        ngx_http_apimon_key_source(alcf, &value[1]);
     }
 
-    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
-
-    ccv.cf = cf;
-    ccv.value = &value[1];
-    ccv.complex_value = alcf->key;
-
-    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_http_apimon_key_source(alcf, &value[1]);
-
-    return NGX_CONF_OK;
+    return rv;
 }
 
 
@@ -1251,60 +1028,65 @@ invalid:
 }
 
 
-static char *
-ngx_http_apimon_quota_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+/* ngx_conf_check_num_bounds(), in words that name the directive */
 
-    ngx_int_t   n;
+static char *
+ngx_http_apimon_status_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *bounds = post;
+    ngx_int_t              *np = data;
+
     ngx_str_t  *value;
 
-    if (alcf->quota_status != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
+    if (*np >= bounds->low && *np <= bounds->high) {
+        return NGX_CONF_OK;
     }
 
     value = cf->args->elts;
 
-    n = ngx_atoi(value[1].data, value[1].len);
-
-    if (n < 400 || n > 599) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_quota_status\": status \"%V\" must be "
-                           "between 400 and 599", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    alcf->quota_status = n;
-
-    return NGX_CONF_OK;
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\": status \"%V\" must be between %i and %i",
+                       &value[0], &value[1], bounds->low, bounds->high);
+    return NGX_CONF_ERROR;
 }
 
 
+/*
+ * ngx_conf_set_enum_slot(), with a message that names the directive and the
+ * values it takes
+ */
+
 static char *
-ngx_http_apimon_on_redis_error(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+ngx_http_apimon_conf_set_enum(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_apimon_loc_conf_t *alcf = conf;
+    ngx_conf_enum_t  *e = cmd->post;
 
-    ngx_str_t  *value;
-
-    if (alcf->on_redis_error != NGX_CONF_UNSET_UINT) {
-        return "is duplicate";
-    }
+    u_char      *p, *last;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+    u_char       buf[256];
 
     value = cf->args->elts;
 
-    if (value[1].len == 4 && ngx_strncmp(value[1].data, "open", 4) == 0) {
-        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_OPEN;
-        return NGX_CONF_OK;
+    for (i = 0; e[i].name.len; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcasecmp(e[i].name.data, value[1].data) == 0)
+        {
+            return ngx_conf_set_enum_slot(cf, cmd, conf);
+        }
     }
 
-    if (value[1].len == 6 && ngx_strncmp(value[1].data, "closed", 6) == 0) {
-        alcf->on_redis_error = NGX_HTTP_APIMON_REDIS_CLOSED;
-        return NGX_CONF_OK;
+    p = buf;
+    last = buf + sizeof(buf);
+
+    for (i = 0; e[i].name.len; i++) {
+        p = ngx_slprintf(p, last, "%s\"%V\"",
+                         i == 0 ? "" : (e[i + 1].name.len ? ", " : " or "),
+                         &e[i].name);
     }
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"apimon_on_redis_error\": invalid value \"%V\", "
-                       "expected \"open\" or \"closed\"", &value[1]);
+                       "\"%V\": invalid value \"%V\", expected %*s",
+                       &value[0], &value[1], (size_t) (p - buf), buf);
     return NGX_CONF_ERROR;
 }

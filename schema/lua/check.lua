@@ -1,10 +1,12 @@
 -- check: the per-request decision (hot path), for a batch of requests.
--- KEYS[i] is the subscription of request i; ARGV: now, the number of
--- locations L, L groups of 6 (api, rate n, rate w, quota n, quota unit,
--- scope), then per request its key digest and location number (1..L),
--- then optionally the batch id "<worker>:<slot>:<seq>": the script then
--- records what it counted under apimon:batch:<worker>:<slot>, so that
--- check_refund can undo it for requests that got no answer from it.
+-- KEYS[i] is the subscription of request i; ARGV (the check's layout in
+-- schema/README.md; its counts are named in core.lua): now, the number of
+-- locations L, L groups of CHECK_LOC_ARGS (api, rate n, rate w, quota n,
+-- quota unit, scope), then per request CHECK_REQ_ARGS: its key digest and
+-- location number (1..L), then optionally the batch id
+-- "<worker>:<slot>:<seq>": the script then records what it counted under
+-- apimon:batch:<worker>:<slot>, so that check_refund can undo it for
+-- requests that got no answer from it.
 -- Each request is decided as if it were alone, in
 -- order: a later one sees the counts of an earlier one (the script is
 -- atomic, so nobody else can tell that the writes are gathered at the end).
@@ -21,9 +23,12 @@ return apimon_run(function()
 local now = apimon_now(ARGV[1])
 local nowu = now * 1000   -- GCRA runs in microseconds (core.lua)
 local n, nloc = #KEYS, tonumber(ARGV[2]) or -1
-local bid = ARGV[3 + 6 * nloc + 2 * n]
-if nloc < 0 or #ARGV < 2 + 6 * nloc + 2 * n or #ARGV > 3 + 6 * nloc + 2 * n then
-  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of 6, 2 per key and a batch id')
+local rbase = CHECK_HEAD_ARGS + CHECK_LOC_ARGS * nloc   -- ARGV before the requests'
+local nargs = rbase + CHECK_REQ_ARGS * n                -- ... and before the batch id
+local bid = ARGV[nargs + 1]
+if nloc < 0 or #ARGV < nargs or #ARGV > nargs + 1 then
+  apimon_err('bad_request', 'check: ARGV must be now, L, L locations of ' .. CHECK_LOC_ARGS .. ', ' ..
+    CHECK_REQ_ARGS .. ' per key and a batch id')
 end
 local bkey
 if bid then
@@ -149,7 +154,7 @@ local U, uorder, day, uksuffix = {}, {}
 -- (string, number; 0: none), unit, scope, state fields
 local locs = {}
 for j = 1, nloc do
-  local a = 6 * j - 3
+  local a = CHECK_HEAD_ARGS + CHECK_LOC_ARGS * (j - 1) + 1
   local api, lrn, lrw, lqn, lqu, scope = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local l = { api = api, needle = ',' .. api .. ',', fields = {}, lrn = lrn, lrw = lrw, lqn = lqn,
               nlqn = tonumber(lqn) or 0, lqu = lqu, scope = 'loc.' .. scope,
@@ -338,7 +343,7 @@ end
 -- first letter of the result; '-' nothing) and its location
 local reply, cl, counted = {}, {}, false
 for i = 1, n do
-  local a = 2 + 6 * nloc + 2 * i
+  local a = rbase + CHECK_REQ_ARGS * i   -- the location number; the digest before it
   local l, ok, res, code = locs[tonumber(ARGV[a])]
   if l then
     ok, res, code = pcall(check1, KEYS[i], ARGV[a - 1], l)
@@ -351,7 +356,7 @@ for i = 1, n do
     res, code = '!' .. tostring(res), '-'
   end
   reply[i] = res
-  cl[2 * i - 1], cl[2 * i] = code, ARGV[a]
+  cl[RECORD_REQ * i - 1], cl[RECORD_REQ * i] = code, ARGV[a]
   if code ~= '-' then counted = true end
 end
 
@@ -385,11 +390,12 @@ for _, uk in ipairs(uorder) do
   end
 end
 if bid and counted then
-  -- lines: the id, now, the locations as given, the keys, 2 per request;
-  -- kept for a minute: a refund comes within seconds of a reconnect
+  -- lines: RECORD_HEAD (the id, now, L), the locations as given, the
+  -- keys, RECORD_REQ per request; kept for a minute: a refund comes within
+  -- seconds of a reconnect
   local concat = table.concat
   redis.call('SET', 'apimon:batch:' .. bkey, bid .. '\n' .. fmt(now) .. '\n' ..
-    concat(ARGV, '\n', 2, 2 + 6 * nloc) .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
+    concat(ARGV, '\n', 2, rbase) --[[ L, the locations ]] .. '\n' .. concat(KEYS, '\n') .. '\n' .. concat(cl, '\n'),
     'PX', 60000)
 end
 return reply

@@ -1,6 +1,7 @@
 -- check_refund: undo what one check batch counted for requests that got
 -- no answer from it (client gone, timeout, connection lost).
--- KEYS[1] = apimon:batch:<worker>:<slot> (the check's record); ARGV: 1 the
+-- KEYS[1] = apimon:batch:<worker>:<slot> (the check's record: the check's
+-- layout in schema/README.md, its counts named in core.lua); ARGV: 1 the
 -- batch id "<worker>:<slot>:<seq>", 2 the requests to refund: "*" (all) or
 -- their numbers in the batch, comma-separated ("2,5").
 -- Reply: the number of requests refunded; 0 when the record is gone or is
@@ -19,8 +20,8 @@ if rec[1] ~= bid then return 0 end
 redis.call('DEL', bk)
 
 local now, nloc = tonumber(rec[2]), tonumber(rec[3])
-local base = 3 + 6 * nloc
-local n = (#rec - base) / 3   -- per request a key line, then a code and a location line
+local base = RECORD_HEAD + CHECK_LOC_ARGS * nloc   -- the lines before the keys
+local n = (#rec - base) / (1 + RECORD_REQ)   -- per request a key line, a code and a location line
 local day = ymd(now)
 local REASON = { a = 'ok', i = 'inactive', n = 'not_entitled', r = 'rate_limited', q = 'quota_exceeded' }
 
@@ -53,11 +54,11 @@ local function rate_back(sk, scope, rn, rw)
 end
 
 local function refund(i)
-  local r = base + n + 2 * (i - 1)
+  local r = base + n + RECORD_REQ * (i - 1)
   local sk, code, loc = rec[base + i], rec[r + 1], tonumber(rec[r + 2])
   local reason = REASON[code]
   if not reason or not loc or loc < 1 or loc > nloc then return 0 end
-  local a = 4 + 6 * (loc - 1)
+  local a = RECORD_HEAD + CHECK_LOC_ARGS * (loc - 1) + 1
   local api, lrn, lrw, lqn, lqu, scope = rec[a], tonumber(rec[a + 1]) or 0, tonumber(rec[a + 2]) or 0,
     tonumber(rec[a + 3]) or 0, rec[a + 4], 'loc.' .. rec[a + 5]
 

@@ -134,3 +134,12 @@ local function sub_policy_sync(sk)
   redis.call('HSET', sk, 'pol', pol)
   return pol
 end
+
+-- The check's layout (schema/README.md, "The check's layout"): the ARGV of
+-- check and the lines of its batch record, which check_refund reads; nginx
+-- sends the same counts (ngx_http_apimon_batch.h).
+local CHECK_HEAD_ARGS = 2   -- ARGV first: now, the number of locations L
+local CHECK_LOC_ARGS = 6    -- per location: api, rate n, rate w, quota n, quota unit, scope
+local CHECK_REQ_ARGS = 2    -- per request: key digest, location number (then the batch id)
+local RECORD_HEAD = 3       -- record lines first: the batch id, now, L (then the locations, the keys)
+local RECORD_REQ = 2        -- record lines per request after the keys: what was counted, location

@@ -98,6 +98,45 @@ test_ledger(void)
 }
 
 
+/* what a line bills is stored with it; entries of earlier agents have it
+ * read from their body */
+static void
+test_ledger_billed(void)
+{
+    ledger_entry_t  e, c;
+    const char     *now = "{\"state\":\"computed\",\"key\":\"k\","
+                          "\"body\":\"customer=cus_B&amount=1&currency=eur\","
+                          "\"customer\":\"cus_A\",\"amount\":"
+                          "\"9007199254740993\",\"currency\":\"usd\"}";
+    const char     *old = "{\"state\":\"computed\",\"key\":\"k\","
+                          "\"body\":\"customer=cus_%2B1&amount=-250&"
+                          "currency=jpy&description=x\",\"item\":\"\"}";
+    const char     *none = "{\"state\":\"done\",\"key\":\"k\"}";
+
+    is_int(ledger_parse(now, strlen(now), &e), 0, "entry with its billing");
+    is_str(e.customer, "cus_A", "customer from the entry, not the body");
+    is_int(e.amount, 9007199254740993LL, "amount exact beyond 2^53");
+    is_str(e.currency, "usd", "currency from the entry");
+    memset(&c, 0, sizeof(c));
+    ledger_entry_copy(&c, &e);
+    ok(strcmp(c.customer, "cus_A") == 0 && c.amount == e.amount
+       && strcmp(c.currency, "usd") == 0, "copy holds what it bills");
+    ledger_entry_free(&c);
+    ledger_entry_free(&e);
+
+    is_int(ledger_parse(old, strlen(old), &e), 0, "entry of an earlier agent");
+    is_str(e.customer, "cus_+1", "its customer from the body, decoded");
+    is_int(e.amount, -250, "its amount from the body");
+    is_str(e.currency, "jpy", "its currency from the body");
+    ledger_entry_free(&e);
+
+    is_int(ledger_parse(none, strlen(none), &e), 0, "entry without a body");
+    ok(e.customer == NULL && e.amount == 0 && e.currency[0] == '\0',
+       "bills nothing");
+    ledger_entry_free(&e);
+}
+
+
 static char *
 slurp(const char *path)
 {
@@ -200,6 +239,7 @@ main(void)
     test_form();
     test_backoff();
     test_ledger();
+    test_ledger_billed();
     test_report();
     test_map();
     return tap_done();

@@ -85,19 +85,14 @@ test_fee_rounding(void)
     apimon_period_t   p;
     apimon_line_t     l[APIMON_MAX_LINES];
     size_t            i;
-    char              start[32];
 
     for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
         int64_t  s;
 
         pr = flat(t[i].cur, t[i].amount);
         p = period(t[i].period);
-        snprintf(start, sizeof(start), "%s", t[i].start);
-        /* the start day's midnight, from the period's own calendar */
-        s = p.start_ms + (atoi(start + 8) - 1) * 86400000LL;
-        if (strncmp(start, t[i].period, 7) != 0) {
-            s = 0;
-        }
+        /* the start day's midnight, if in the period */
+        s = strncmp(t[i].start, t[i].period, 7) == 0 ? at(t[i].start) : 0;
         if (!is_int(apimon_price(&pr, &p, s, 0, 0, "x", l, APIMON_MAX_LINES),
                 1, "%s %lld from %s: one line", t[i].cur,
                 (long long) t[i].amount, t[i].start))

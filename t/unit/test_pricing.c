@@ -6,36 +6,12 @@
 
 #define _GNU_SOURCE
 #include <stdlib.h>
-#include <time.h>
 
 #include "pricing.h"
 #include "tap.h"
 #include "unit_period.h"
 
 #define DAY 86400000LL
-
-/* "2026-02-19T10:30" (UTC) → ms; "" → 0 (open end) */
-static int64_t
-at(const char *iso)
-{
-    struct tm  tm;
-    int        y, mo, d, h = 0, mi = 0;
-
-    if (iso == NULL || iso[0] == '\0') {
-        return 0;
-    }
-    if (sscanf(iso, "%d-%d-%dT%d:%d", &y, &mo, &d, &h, &mi) < 3) {
-        fprintf(stderr, "bad test instant %s\n", iso);
-        exit(2);
-    }
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    return (int64_t) timegm(&tm) * 1000;
-}
 
 /* ---- periods ------------------------------------------------------------ */
 
@@ -647,6 +623,9 @@ test_names(void)
             && (int) m == k;
     }
     ok(round, "model names round-trip");
+    ok(apimon_model(APIMON_MODEL_PACKAGE) != NULL
+       && apimon_model((apimon_model_e) (APIMON_MODEL_PACKAGE + 1)) == NULL,
+       "a row per model, none past the last");
     is_int(apimon_model_parse("tiered", &m), -1, "unknown model name");
     is_str(apimon_model_name(APIMON_MODEL_FLAT_WITH_OVERAGE),
         "flat_with_overage", "model name");

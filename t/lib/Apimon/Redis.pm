@@ -702,6 +702,10 @@ sub check {
     return $v->[0];
 }
 
+# The check's layout (schema/README.md, "The check's layout"): arguments
+# per location, fields of a reply element before its windows, per window.
+my ($CHECK_LOC_ARGS, $CHECK_REPLY_HEAD, $CHECK_WINDOW_FIELDS) = (6, 5, 5);
+
 # The check script for several requests in one call (what nginx sends);
 # $bid, when given, is the batch id "<worker>:<slot>:<seq>" (check_refund).
 sub check_batch {
@@ -716,12 +720,12 @@ sub check_batch {
         my $sig = join "\0", @l;
         unless ($loc{$sig}) {
             push @locs, @l;
-            $loc{$sig} = @locs / 6;
+            $loc{$sig} = @locs / $CHECK_LOC_ARGS;
         }
         push @keys, sub_key($id);
         push @argv, $o->{digest} // key_digest($o->{key}), $loc{$sig};
     }
-    my $v = $self->run_script('check', \@keys, [ $now || 0, @locs / 6, @locs, @argv,
+    my $v = $self->run_script('check', \@keys, [ $now || 0, @locs / $CHECK_LOC_ARGS, @locs, @argv,
                                                  defined $bid ? ($bid) : () ]);
     return [ map { parse_check($_) } @$v ];
 }
@@ -732,15 +736,15 @@ sub parse_check {
     my $s = pop;
     return { error => substr($s, 1), reply => $s } if $s =~ /^!/;
     my @f = split /\|/, $s, -1;
-    my @w = @f[ 5 .. $#f ];
+    my @w = @f[ $CHECK_REPLY_HEAD .. $#f ];
     my (@win, @flat);
-    while (my @g = splice @w, 0, 5) {
+    while (my @g = splice @w, 0, $CHECK_WINDOW_FIELDS) {
         push @win, { name => $g[0], limit => $g[1], window => $g[2], remaining => $g[3], reset => $g[4] };
         push @flat, @g;
     }
     return { result => $f[0], id => $f[1], plan => $f[2], product => $f[3],
              retry_after => $f[4], windows => \@win,
-             raw => [ @f[ 0 .. 4 ], scalar(@win), @flat ], reply => $s };
+             raw => [ @f[ 0 .. $CHECK_REPLY_HEAD - 1 ], scalar(@win), @flat ], reply => $s };
 }
 
 # Window state of the check script (schema/README.md): the count of one
