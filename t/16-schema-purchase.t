@@ -57,6 +57,16 @@ like(fails(sub { buy(product => 'p0') }), qr/bad_request: plan: is required: pro
      'no plan at all');
 like(fails(sub { buy(product => 'px') }), qr/not_found: no such product px/, 'unknown product');
 
+# --- a catalog applied before defaultPlan existed (no defaultPlan, nplans):
+# the product's only plan is still its default
+$r->cmd('HDEL', "apimon:product:$_", 'defaultPlan', 'nplans') for qw(p1 p3 p0);
+is(buy(product => 'p1')->{plan}, 'p1-a', 'an older catalog: the only plan');
+like(fails(sub { buy(product => 'p3') }), qr/bad_request: plan: is required: product p3 has 2 plans and no defaultPlan$/,
+     'an older catalog, several plans: the count');
+like(fails(sub { buy(product => 'p0') }), qr/bad_request: plan: is required: product p0 has 0 plans and no defaultPlan$/,
+     'an older catalog, no plan');
+apply($cat);
+
 # --- times: range, endTime after startTime
 my $RANGE = 'must be milliseconds since the epoch from 946684800000 \(2000-01-01\) to 253402300799999';
 my $subs = $r->cmd('SCARD', 'apimon:subs');

@@ -30,8 +30,18 @@ local apis = prod[1]
 if not apis then apimon_err('not_found', 'no such product ' .. product) end
 if plan == '' then
   plan = prod[2] or ''
+  local nplans = prod[3]
+  if not nplans then
+    -- a catalog applied before defaultPlan existed: the only plan, if any
+    local mine = {}
+    for _, name in ipairs(redis.call('SMEMBERS', 'apimon:plans')) do
+      if redis.call('HGET', 'apimon:plan:' .. name, 'product') == product then mine[#mine + 1] = name end
+    end
+    nplans = fmt(#mine)
+    if #mine == 1 then plan = mine[1] end
+  end
   if plan == '' then
-    apimon_err('bad_request', 'plan: is required: product ' .. product .. ' has ' .. (prod[3] or '0') ..
+    apimon_err('bad_request', 'plan: is required: product ' .. product .. ' has ' .. nplans ..
       ' plans and no defaultPlan')
   end
 end
