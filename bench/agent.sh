@@ -75,9 +75,11 @@ gen() {
         my $jan = 1767225600000;     # 2026-01-01
         my $ndev = $n < 10000 ? $n : 10000;
         if ($what eq "owners") {
-            cmd("EVALSHA", $owner_sha, 0, "developer", "dev$_\@example.com",
+            # the leading arguments of a management script: now, who, addr,
+            # owner kind, owner (schema/lua/lib.lua)
+            cmd("EVALSHA", $owner_sha, 0, $t0, "", "", "developer", "dev$_\@example.com",
                 "{\"firstName\":\"D\",\"lastName\":\"$_\",\"userName\":\"d$_\",\"customer\":\"cus_$_\"}",
-                "create", $t0) for 1 .. $ndev;
+                "create") for 1 .. $ndev;
             exit;
         }
         for my $i (1 .. $n) {
@@ -85,9 +87,9 @@ gen() {
             my ($prod, $plan) = split /:/, $plans[$i % @plans];
             my $dig = sha256_hex("k$i");
             if ($what eq "subs") {
-                cmd("EVALSHA", $create_sha, 1, "apimon:sub:{$id}", $id, "developer",
-                    "dev" . (1 + $i % $ndev) . "\@example.com", $prod, $plan, $dig, "",
-                    $t0, $t0);
+                cmd("EVALSHA", $create_sha, 1, "apimon:sub:{$id}", $t0, "", "", "developer",
+                    "dev" . (1 + $i % $ndev) . "\@example.com", $id, $prod, $plan, $dig, "",
+                    $t0);
             } else {
                 my $api = $prod eq "weather" ? "forecast" : "geocode";
                 cmd("EVALSHA", $check_sha, 1, "apimon:sub:{$id}", $jan + 86400000 * ($i % 28) + 1000 * $_,

@@ -377,9 +377,11 @@ bill_redis_safe(bill_t *b)
     if (rc == 0) {
         return 0;
     }
-    if (b->o->allow_unsafe_redis) {
-        agent_err("Redis may lose usage on a crash: %s; billing anyway "
-                  "(--allow-unsafe-redis)", msg);
+    if (b->o->allow_unsafe_redis || b->o->dry_run) {
+        /* a dry run posts nothing: it may show what would be billed */
+        agent_err("Redis may lose usage on a crash: %s; %s", msg,
+                  b->o->dry_run ? "a dry run goes on"
+                                : "billing anyway (--allow-unsafe-redis)");
         return 0;
     }
     agent_err("Redis may lose usage and quotas on a crash: %s. Fix its "

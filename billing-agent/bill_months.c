@@ -2,8 +2,9 @@
  * `billing-agent bill`: which months a run bills (bill_private.h).  Redis's
  * clock decides, the clock that stamps usage days: --period must have
  * ended (or --allow-open), a default run bills every closed month from the
- * first one a subscription was in effect (or --since) that has no
- * completion record, and no month is billed this near its end.
+ * first one a subscription was in effect, but not before the month it was
+ * created in (or --since), that has no completion record, and no month is
+ * billed this near its end.
  */
 
 #include "bill_private.h"
@@ -80,36 +81,78 @@ bill_check_margin(bill_t *b, const apimon_period_t *p, char *err,
 }
 
 
-/* the earliest startTime of a subscription that was ever approved, or -1 */
+/*
+ * A subscription's first billable instant for default runs: its startTime,
+ * but never before the month it was created in.  A purchase may carry a
+ * startTime in the past (back to 2000); months that had closed before the
+ * subscription existed are billed only when asked for with --period.
+ */
+static int
+bill_first_instant(redisReply *r, int64_t *first)
+{
+    int64_t  start, created;
+
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3
+        || r->element[1]->type != REDIS_REPLY_STRING
+        || agent_parse_i64(r->element[1]->str, r->element[1]->len,
+                           &start) != 0
+        || start < BILL_TIME_MIN || start > BILL_TIME_MAX)
+    {
+        return -1;
+    }
+    if (r->element[2]->type == REDIS_REPLY_STRING
+        && agent_parse_i64(r->element[2]->str, r->element[2]->len,
+                           &created) == 0
+        && created >= BILL_TIME_MIN && created <= BILL_TIME_MAX
+        && created > start)
+    {
+        apimon_period_t  m;
+
+        apimon_period_of(created, &m);
+        if (m.start_ms > start) {
+            start = m.start_ms;
+        }
+    }
+    *first = start;
+    return 0;
+}
+
+
+/*
+ * The earliest first billable instant of a subscription ever approved, or
+ * -1; *bad counts those whose times cannot be read (they are reported,
+ * and the run exits 1, when a month is priced).
+ */
 static int64_t
-bill_earliest_start(bill_t *b, char **ids, size_t nids)
+bill_earliest_start(bill_t *b, char **ids, size_t nids, size_t *bad)
 {
     redisReply  *r;
     char         key[128];
     size_t       i, j, n, bs = (size_t) b->o->batch;
     int64_t      v, min = -1;
 
+    *bad = 0;
     for (i = 0; i < nids; i += n) {
         n = nids - i < bs ? nids - i : bs;
         for (j = 0; j < n; j++) {
             snprintf(key, sizeof(key), "apimon:sub:{%s}", ids[i + j]);
-            redisAppendCommand(b->c, "HMGET %s state startTime", key);
+            redisAppendCommand(b->c, "HMGET %s state startTime createdAt",
+                               key);
         }
         for (j = 0; j < n; j++) {
             if (bill_get(b, &r) != 0) {
                 return -1;
             }
-            /* unreadable times are reported when the month is priced */
-            if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+            if (r->type == REDIS_REPLY_ARRAY && r->elements == 3
                 && r->element[0]->type == REDIS_REPLY_STRING
-                && strcmp(r->element[0]->str, "submitted") != 0
-                && r->element[1]->type == REDIS_REPLY_STRING
-                && agent_parse_i64(r->element[1]->str, r->element[1]->len,
-                                   &v) == 0
-                && v >= BILL_TIME_MIN && v <= BILL_TIME_MAX
-                && (min < 0 || v < min))
+                && strcmp(r->element[0]->str, "submitted") != 0)
             {
-                min = v;
+                if (bill_first_instant(r, &v) != 0) {
+                    (*bad)++;
+
+                } else if (min < 0 || v < min) {
+                    min = v;
+                }
             }
             freeReplyObject(r);
         }
@@ -132,19 +175,20 @@ bill_default_months(bill_t *b, char **ids, size_t nids, size_t *n,
     redisReply       *r;
     size_t            k = 0, i, cap = 0;
     int64_t           first;
+    size_t            bad;
 
     *n = 0;
     apimon_period_of(b->now_ms, &cur);
     apimon_period_prev(&cur, &last);
-    first = bill_earliest_start(b, ids, nids);
+    first = bill_earliest_start(b, ids, nids, &bad);
     if (b->fatal) {
         snprintf(err, errlen, "Redis: %s", b->c->errstr);
         return NULL;
     }
-    if (first < 0) {
+    if (first < 0 && bad == 0) {
         return xcalloc(1, sizeof(apimon_period_t));      /* nothing yet */
     }
-    apimon_period_of(first, &m);
+    apimon_period_of(first < 0 ? last.start_ms : first, &m);
     if (b->o->since) {
         if (apimon_period_parse(b->o->since, &since) != 0) {
             snprintf(err, errlen, "--since %s: expected YYYY-MM",
@@ -176,6 +220,12 @@ bill_default_months(bill_t *b, char **ids, size_t nids, size_t *n,
             months[(*n)++] = months[i];          /* no record: bill it */
         }
         freeReplyObject(r);
+    }
+
+    /* a subscription whose times cannot be read is never left unsaid: the
+     * last closed month is run again to report it (and exit 1) */
+    if (bad && *n == 0 && k > 0) {
+        months[(*n)++] = months[k - 1];
     }
     return months ? months : xcalloc(1, sizeof(apimon_period_t));
 }

@@ -631,6 +631,10 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
                                name);
         }
     }
+    if (conf->bill.since && conf->bill.period) {
+        return usage_error("--since %s: only for runs without --period",
+                           conf->bill.since);
+    }
     return 0;
 }
 

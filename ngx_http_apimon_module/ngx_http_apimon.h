@@ -55,6 +55,15 @@ typedef enum {
 } ngx_http_apimon_result_e;
 
 
+/* one row of the result table (ngx_http_apimon_problem.c) */
+typedef struct {
+    ngx_str_t                  name;      /* $apimon_result, problem code */
+    ngx_uint_t                 status;    /* of the refusal; 0: allowed */
+    ngx_str_t                  title;     /* of its problem+json body */
+    ngx_str_t                  detail;
+} ngx_http_apimon_result_t;
+
+
 /* per worker process state: the Redis connection, the checks to send */
 typedef struct ngx_http_apimon_redis_s    ngx_http_apimon_redis_t;
 typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
@@ -333,8 +342,24 @@ void ngx_http_apimon_redact_log(ngx_http_request_t *r,
 ngx_int_t ngx_http_apimon_refuse(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status);
 ngx_int_t ngx_http_apimon_headers_init(ngx_conf_t *cf);
+/* a response header named name, its value empty */
+ngx_table_elt_t *ngx_http_apimon_add_header(ngx_http_request_t *r,
+    const char *name, size_t len);
 ngx_int_t ngx_http_apimon_add_variables(ngx_conf_t *cf);
+
+
+/* results and problem+json answers (ngx_http_apimon_problem.c) */
+
+ngx_http_apimon_result_t *ngx_http_apimon_result(
+    ngx_http_apimon_result_e result);
 ngx_str_t *ngx_http_apimon_result_name(ngx_http_apimon_result_e result);
+ngx_http_apimon_result_e ngx_http_apimon_result_find(ngx_str_t *name);
+/* the whole answer: status, Content-Type and one buffer */
+ngx_int_t ngx_http_apimon_send_buf(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, ngx_buf_t *b);
+/* an application/problem+json answer (RFC 9457); the texts are escaped */
+ngx_int_t ngx_http_apimon_problem(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *code, ngx_str_t *title, ngx_str_t *detail);
 
 
 extern ngx_module_t  ngx_http_apimon_module;

@@ -1,8 +1,11 @@
 
 /*
- * apimon: the management API's own declarations, shared by
- * ngx_http_apimon_admin.c (module, configuration, request flow, responses,
- * Redis glue) and ngx_http_apimon_admin_ops.c (the endpoints).
+ * apimon: the management API's own declarations, shared by its rooms:
+ * ngx_http_apimon_admin.c (module, configuration, request flow, tokens),
+ * _admin_route.c (the route table, its matcher, the Redis calls),
+ * _admin_body.c (request bodies, query arguments), _admin_reply.c
+ * (answers), _admin_json.c (the public shapes) and _admin_ops.c (the
+ * operations).
  */
 
 
@@ -15,9 +18,15 @@
 #include <cjson/cJSON.h>
 #include <openssl/sha.h>
 
+/* the script list of schema/embed.sh: its APIMON_SCRIPT_* names only */
+#define APIMON_SCRIPTS_NAMES_ONLY
+#include "ngx_http_apimon_scripts.h"
+
 
 #define NGX_HTTP_APIMON_ADMIN_MAX_SEGS      10
 #define NGX_HTTP_APIMON_ADMIN_MAX_ARGS      12
+#define NGX_HTTP_APIMON_ADMIN_LEAD_ARGS     5   /* now, who, addr, kind,
+                                                  owner: lib.lua */
 #define NGX_HTTP_APIMON_ADMIN_PAGE          100
 #define NGX_HTTP_APIMON_ADMIN_PAGE_MAX      1000
 #define NGX_HTTP_APIMON_ADMIN_TOKEN_MIN     16
@@ -39,24 +48,11 @@ typedef struct {
 } ngx_http_apimon_admin_loc_conf_t;
 
 
-typedef enum {
-    NGX_HTTP_APIMON_ADMIN_PRODUCTS = 0,
-    NGX_HTTP_APIMON_ADMIN_PRODUCT,
-    NGX_HTTP_APIMON_ADMIN_OWNERS,
-    NGX_HTTP_APIMON_ADMIN_OWNER,
-    NGX_HTTP_APIMON_ADMIN_SUBS,
-    NGX_HTTP_APIMON_ADMIN_SUB,
-    NGX_HTTP_APIMON_ADMIN_SUB_ACTION,
-    NGX_HTTP_APIMON_ADMIN_SUB_USAGE,
-    NGX_HTTP_APIMON_ADMIN_SUB_KEY,
-    NGX_HTTP_APIMON_ADMIN_AUDIT
-} ngx_http_apimon_admin_endpoint_e;
+typedef struct ngx_http_apimon_admin_ctx_s    ngx_http_apimon_admin_ctx_t;
+typedef struct ngx_http_apimon_admin_route_s  ngx_http_apimon_admin_route_t;
 
-
-typedef struct ngx_http_apimon_admin_ctx_s  ngx_http_apimon_admin_ctx_t;
-typedef struct ngx_http_apimon_admin_op_s   ngx_http_apimon_admin_op_t;
-
-typedef ngx_int_t (*ngx_http_apimon_admin_start_pt)(ngx_http_request_t *r,
+/* an operation: checks its input, starts its one Redis call */
+typedef ngx_int_t (*ngx_http_apimon_admin_op_pt)(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx);
 typedef ngx_int_t (*ngx_http_apimon_admin_reply_pt)(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply);
@@ -66,11 +62,11 @@ struct ngx_http_apimon_admin_ctx_s {
     ngx_http_request_t              *request;
     ngx_http_apimon_redis_call_t    *call;
     ngx_http_apimon_admin_reply_pt   reply;
-    ngx_http_apimon_admin_op_t      *op;
+    ngx_http_apimon_admin_route_t   *route;
 
-    ngx_uint_t                       endpoint;
     ngx_str_t                        who;         /* the token's name */
 
+    /* the named parts of the path (ngx_http_apimon_admin_route.c) */
     ngx_str_t                        kind;        /* developer | appgroup */
     ngx_str_t                        owner;       /* email | app group name */
     ngx_str_t                        name;        /* product or sub id */
@@ -98,9 +94,22 @@ typedef enum {
 } ngx_http_apimon_admin_body_e;
 
 
-struct ngx_http_apimon_admin_op_s {
-    ngx_uint_t                       method;
-    ngx_http_apimon_admin_start_pt   start;
+/* no script: the operation sends a plain read command */
+#define NGX_HTTP_APIMON_ADMIN_COMMAND  APIMON_SCRIPT_COUNT
+
+/*
+ * A row of the route table: method, path, operation, script.  The path is
+ * relative to {base} (.../v1/organizations/{org}/), one pattern per
+ * segment: literal text and named parts ({owners}, {owner}, {product},
+ * {sub}, {action}, {slot}; see ngx_http_apimon_admin_route.c).
+ */
+
+struct ngx_http_apimon_admin_route_s {
+    ngx_str_t                        method;
+    char                            *path;
+    ngx_http_apimon_admin_op_pt      op;
+    ngx_uint_t                       script;      /* APIMON_SCRIPT_*, or
+                                                     ..._ADMIN_COMMAND */
     ngx_http_apimon_admin_body_e     body;
     char                           **fields;      /* the members it takes;
                                                      NULL: its script
@@ -108,80 +117,78 @@ struct ngx_http_apimon_admin_op_s {
 };
 
 
-typedef struct {
-    ngx_str_t                        allow;
-    ngx_http_apimon_admin_op_t       ops[2];
-} ngx_http_apimon_admin_endpoint_t;
+/* the request flow (ngx_http_apimon_admin.c) */
+
+ngx_int_t ngx_http_apimon_admin_final(ngx_http_apimon_admin_ctx_t *ctx,
+    ngx_int_t rc);
 
 
-/* the scripts the management API calls */
-typedef enum {
-    NGX_HTTP_APIMON_ADMIN_OWNER_PUT_SCRIPT = 0,
-    NGX_HTTP_APIMON_ADMIN_OWNER_LIST_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_CREATE_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_LIST_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_STATE_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_KEY_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_VIEW_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_SUB_USAGE_SCRIPT,
-    NGX_HTTP_APIMON_ADMIN_NSCRIPTS
-} ngx_http_apimon_admin_script_e;
+/* routing and Redis calls (ngx_http_apimon_admin_route.c) */
 
-
-ngx_int_t ngx_http_apimon_admin_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *fmt, ...);
-ngx_int_t ngx_http_apimon_admin_send(ngx_http_request_t *r,
-    ngx_uint_t status, cJSON *json);
+ngx_int_t ngx_http_apimon_admin_route(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx);
+ngx_int_t ngx_http_apimon_admin_routes_check(ngx_conf_t *cf);
 ngx_int_t ngx_http_apimon_admin_script(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx, ngx_uint_t script, ngx_str_t *key,
-    ngx_str_t *args, ngx_uint_t nargs, ngx_http_apimon_admin_reply_pt reply);
+    ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *key, ngx_str_t *args,
+    ngx_uint_t nargs, ngx_http_apimon_admin_reply_pt reply);
 ngx_int_t ngx_http_apimon_admin_command(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *args, ngx_uint_t nargs,
     ngx_http_apimon_admin_reply_pt reply);
-cJSON *ngx_http_apimon_admin_parse(ngx_http_request_t *r, redisReply *reply);
-ngx_int_t ngx_http_apimon_admin_arg(ngx_http_request_t *r, char *name,
-    ngx_str_t *value);
-ngx_int_t ngx_http_apimon_admin_page(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *start, ngx_str_t *count);
-void ngx_http_apimon_admin_client(ngx_http_request_t *r, ngx_str_t *who,
-    ngx_str_t *addr);
 ngx_uint_t ngx_http_apimon_admin_is(ngx_str_t *s, char *text);
 ngx_uint_t ngx_http_apimon_admin_valid_name(u_char *p, size_t len);
 ngx_uint_t ngx_http_apimon_admin_valid_email(u_char *p, size_t len);
 ngx_uint_t ngx_http_apimon_admin_valid_uuid(u_char *p, size_t len);
+
+
+/* request bodies and query arguments (ngx_http_apimon_admin_body.c) */
+
+ngx_int_t ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx);
 ngx_int_t ngx_http_apimon_admin_body_string(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_uint_t required,
     ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_body_time(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_arg(ngx_http_request_t *r, char *name,
+    ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_page(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *start, ngx_str_t *count);
+
+
+/* answers (ngx_http_apimon_admin_reply.c) */
+
+ngx_int_t ngx_http_apimon_admin_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *fmt, ...);
+ngx_int_t ngx_http_apimon_admin_send(ngx_http_request_t *r,
+    ngx_uint_t status, cJSON *json);
 ngx_int_t ngx_http_apimon_admin_header(ngx_http_request_t *r, char *key,
     ngx_str_t *v);
 ngx_int_t ngx_http_apimon_admin_location(ngx_http_request_t *r,
     ngx_str_t *name);
-ngx_int_t ngx_http_apimon_admin_products(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_owners_list(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_owner_create(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_owner_get(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_owner_update(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_subs_list(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_sub_get(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_sub_action(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_sub_usage(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
-ngx_int_t ngx_http_apimon_admin_audit(ngx_http_request_t *r,
-    ngx_http_apimon_admin_ctx_t *ctx);
+cJSON *ngx_http_apimon_admin_parse(ngx_http_request_t *r, redisReply *reply);
+
+
+/* the public shapes of the resources (ngx_http_apimon_admin_json.c) */
+
+cJSON *ngx_http_apimon_admin_sub_json(cJSON *raw);
+cJSON *ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans);
+cJSON *ngx_http_apimon_admin_products_json(cJSON *catalog);
+cJSON *ngx_http_apimon_admin_product_find(cJSON *catalog, ngx_str_t *name);
+cJSON *ngx_http_apimon_admin_owner_json(cJSON *raw);
+cJSON *ngx_http_apimon_admin_hash_json(redisReply *reply);
+cJSON *ngx_http_apimon_admin_page_json(ngx_http_request_t *r,
+    redisReply *reply, char *name, cJSON *(*shape)(cJSON *raw));
+cJSON *ngx_http_apimon_admin_usage_json(ngx_http_apimon_admin_ctx_t *ctx,
+    redisReply *reply);
+cJSON *ngx_http_apimon_admin_audit_json(ngx_http_apimon_admin_ctx_t *ctx,
+    redisReply *reply);
+
+
+/*
+ * the route table, beside its operations (ngx_http_apimon_admin_ops.c);
+ * a row with a NULL path ends it
+ */
+extern ngx_http_apimon_admin_route_t  ngx_http_apimon_admin_routes[];
 
 
 #endif /* _NGX_HTTP_APIMON_ADMIN_H_INCLUDED_ */

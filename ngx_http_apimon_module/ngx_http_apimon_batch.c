@@ -53,22 +53,6 @@ static ngx_int_t ngx_http_apimon_parse_reply(ngx_http_request_t *r,
 static ngx_int_t ngx_http_apimon_text_uint(ngx_str_t *s, ngx_uint_t *n);
 
 
-/* the results the check script answers */
-
-static struct {
-    ngx_str_t                 name;
-    ngx_http_apimon_result_e  result;
-} ngx_http_apimon_results[] = {
-    { ngx_string("allowed"), NGX_HTTP_APIMON_ALLOWED },
-    { ngx_string("invalid_key"), NGX_HTTP_APIMON_INVALID_KEY },
-    { ngx_string("inactive"), NGX_HTTP_APIMON_INACTIVE },
-    { ngx_string("not_entitled"), NGX_HTTP_APIMON_NOT_ENTITLED },
-    { ngx_string("rate_limited"), NGX_HTTP_APIMON_RATE_LIMITED },
-    { ngx_string("quota_exceeded"), NGX_HTTP_APIMON_QUOTA_EXCEEDED },
-    { ngx_null_string, NGX_HTTP_APIMON_NONE }
-};
-
-
 /* the worker's unknown-key cache, or NULL (apimon_unknown_key_cache off) */
 
 static ngx_http_apimon_unknown_t *
@@ -658,7 +642,8 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 {
     u_char                    *p, *last, *copy;
     ngx_str_t                  f[NGX_HTTP_APIMON_REPLY_FIELDS], *wf;
-    ngx_uint_t                 i, n;
+    ngx_uint_t                 n;
+    ngx_http_apimon_result_e   result;
     ngx_http_apimon_window_t  *win;
 
     copy = ngx_pnalloc(r->pool, len);
@@ -699,17 +684,9 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    for (i = 0; ngx_http_apimon_results[i].name.len; i++) {
-        if (ngx_http_apimon_results[i].name.len == f[0].len
-            && ngx_strncmp(ngx_http_apimon_results[i].name.data, f[0].data,
-                           f[0].len)
-               == 0)
-        {
-            break;
-        }
-    }
+    result = ngx_http_apimon_result_find(&f[0]);
 
-    if (ngx_http_apimon_results[i].name.len == 0) {
+    if (result == NGX_HTTP_APIMON_NONE) {
         return NGX_ERROR;
     }
 
@@ -745,7 +722,7 @@ ngx_http_apimon_parse_reply(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
         ctx->nwindows++;
     }
 
-    ctx->result = ngx_http_apimon_results[i].result;
+    ctx->result = result;
 
     return NGX_OK;
 }

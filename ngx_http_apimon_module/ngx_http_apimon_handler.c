@@ -123,37 +123,20 @@ ngx_http_apimon_decide(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
                    "apimon: result \"%V\"",
                    ngx_http_apimon_result_name(ctx->result));
 
-    switch (ctx->result) {
+    status = ngx_http_apimon_result(ctx->result)->status;
 
-    case NGX_HTTP_APIMON_ALLOWED:
-        /* access granted (what counts with "satisfy any") */
+    if (status == 0) {
+        /* allowed: access granted (what counts with "satisfy any") */
         return NGX_OK;
+    }
 
-    case NGX_HTTP_APIMON_MISSING_KEY:
-    case NGX_HTTP_APIMON_INVALID_KEY:
-        status = NGX_HTTP_UNAUTHORIZED;
-        break;
-
-    case NGX_HTTP_APIMON_INACTIVE:
-    case NGX_HTTP_APIMON_NOT_ENTITLED:
-        status = NGX_HTTP_FORBIDDEN;
-        break;
-
-    case NGX_HTTP_APIMON_RATE_LIMITED:
-        status = NGX_HTTP_TOO_MANY_REQUESTS;
-        break;
-
-    case NGX_HTTP_APIMON_QUOTA_EXCEEDED:
+    if (ctx->result == NGX_HTTP_APIMON_QUOTA_EXCEEDED) {
         status = alcf->quota_status;
-        break;
 
-    default: /* NGX_HTTP_APIMON_REDIS_ERROR */
-        if (alcf->on_redis_error == NGX_HTTP_APIMON_REDIS_OPEN) {
-            return NGX_DECLINED;
-        }
-
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-        break;
+    } else if (ctx->result == NGX_HTTP_APIMON_REDIS_ERROR
+               && alcf->on_redis_error == NGX_HTTP_APIMON_REDIS_OPEN)
+    {
+        return NGX_DECLINED;
     }
 
     if (r->error_page) {

@@ -1,18 +1,12 @@
 /*
  * What the client sees: RateLimit-Policy and RateLimit (structured fields,
  * draft-ietf-httpapi-ratelimit-headers), Retry-After, the legacy
- * X-RateLimit-* fields, application/problem+json refusals (RFC 9457), and
- * the $apimon_* variables.
+ * X-RateLimit-* fields, refusals (their problem+json body is written by
+ * ngx_http_apimon_problem.c), and the $apimon_* variables.
  */
 
 
 #include "ngx_http_apimon.h"
-
-
-typedef struct {
-    ngx_str_t   title;
-    ngx_str_t   detail;
-} ngx_http_apimon_problem_t;
 
 
 static ngx_int_t ngx_http_apimon_header_filter(ngx_http_request_t *r);
@@ -20,8 +14,6 @@ static ngx_int_t ngx_http_apimon_ratelimit_headers(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx);
 static ngx_int_t ngx_http_apimon_legacy_headers(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx);
-static ngx_table_elt_t *ngx_http_apimon_add_header(ngx_http_request_t *r,
-    const char *name, size_t len);
 static ngx_int_t ngx_http_apimon_add_number_header(ngx_http_request_t *r,
     const char *name, ngx_uint_t n);
 static ngx_int_t ngx_http_apimon_error_page(ngx_http_request_t *r,
@@ -40,49 +32,6 @@ static ngx_int_t ngx_http_apimon_variable_remaining(ngx_http_request_t *r,
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-
-
-static ngx_str_t  ngx_http_apimon_result_names[] = {
-    ngx_null_string,                    /* NGX_HTTP_APIMON_NONE */
-    ngx_string("allowed"),
-    ngx_string("missing_key"),
-    ngx_string("invalid_key"),
-    ngx_string("inactive"),
-    ngx_string("not_entitled"),
-    ngx_string("rate_limited"),
-    ngx_string("quota_exceeded"),
-    ngx_string("redis_error")
-};
-
-
-static ngx_http_apimon_problem_t  ngx_http_apimon_problems[] = {
-    { ngx_null_string, ngx_null_string },
-    { ngx_null_string, ngx_null_string },
-
-    { ngx_string("Missing API key"),
-      ngx_string("This API requires an API key.") },
-
-    { ngx_string("Invalid API key"),
-      ngx_string("The API key is not valid.") },
-
-    { ngx_string("Subscription not active"),
-      ngx_string("The subscription of this API key is not active.") },
-
-    { ngx_string("Not entitled"),
-      ngx_string("The subscription of this API key does not include "
-                 "this API.") },
-
-    { ngx_string("Rate limit exceeded"),
-      ngx_string("Too many requests: the rate limit of the subscription "
-                 "is reached.") },
-
-    { ngx_string("Quota exceeded"),
-      ngx_string("The quota of the subscription for this period is "
-                 "used up.") },
-
-    { ngx_string("Service unavailable"),
-      ngx_string("The API key could not be checked; try again later.") }
-};
 
 
 static ngx_http_variable_t  ngx_http_apimon_vars[] = {
@@ -121,19 +70,6 @@ static ngx_http_variable_t  ngx_http_apimon_vars[] = {
 
       ngx_http_null_variable
 };
-
-
-ngx_str_t *
-ngx_http_apimon_result_name(ngx_http_apimon_result_e result)
-{
-    if ((ngx_uint_t) result
-        >= sizeof(ngx_http_apimon_result_names) / sizeof(ngx_str_t))
-    {
-        result = NGX_HTTP_APIMON_NONE;
-    }
-
-    return &ngx_http_apimon_result_names[result];
-}
 
 
 ngx_int_t
@@ -276,7 +212,7 @@ ngx_http_apimon_legacy_headers(ngx_http_request_t *r,
 }
 
 
-static ngx_table_elt_t *
+ngx_table_elt_t *
 ngx_http_apimon_add_header(ngx_http_request_t *r, const char *name,
     size_t len)
 {
@@ -412,16 +348,14 @@ ngx_http_apimon_error_page(ngx_http_request_t *r, ngx_uint_t status)
 }
 
 
+/* the result's fixed texts only: nothing of the request, never the key */
+
 static ngx_int_t
 ngx_http_apimon_send_problem(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, ngx_uint_t status)
 {
-    size_t                      len;
-    ngx_int_t                   rc;
-    ngx_buf_t                  *b;
-    ngx_str_t                  *code;
-    ngx_chain_t                 out;
-    ngx_http_apimon_problem_t  *problem;
+    ngx_int_t                  rc;
+    ngx_http_apimon_result_t  *res;
 
     rc = ngx_http_discard_request_body(r);
 
@@ -429,45 +363,10 @@ ngx_http_apimon_send_problem(ngx_http_request_t *r,
         return rc;
     }
 
-    code = ngx_http_apimon_result_name(ctx->result);
-    problem = &ngx_http_apimon_problems[ctx->result];
+    res = ngx_http_apimon_result(ctx->result);
 
-    len = sizeof("{\"type\":\"tag:apimon,2026:\",\"title\":\"\","
-                 "\"status\":,\"detail\":\"\",\"code\":\"\"}\n") - 1
-          + code->len * 2 + problem->title.len + problem->detail.len
-          + NGX_INT_T_LEN;
-
-    b = ngx_create_temp_buf(r->pool, len);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    /* fixed texts only: nothing of the request (never the key) is echoed */
-    b->last = ngx_sprintf(b->last,
-                          "{\"type\":\"tag:apimon,2026:%V\",\"title\":\"%V\","
-                          "\"status\":%ui,\"detail\":\"%V\",\"code\":\"%V\"}\n",
-                          code, &problem->title, status, &problem->detail,
-                          code);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/problem+json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_apimon_problem(r, status, &res->name, &res->title,
+                                   &res->detail);
 }
 
 

@@ -19,6 +19,9 @@ done
     echo "#ifndef APIMON_SCRIPTS_H"
     echo "#define APIMON_SCRIPTS_H"
     echo
+    echo "/* a file that only names the scripts defines APIMON_SCRIPTS_NAMES_ONLY */"
+    echo "#ifndef APIMON_SCRIPTS_NAMES_ONLY"
+    echo
     echo "typedef struct {"
     echo "    const char  *name;"
     echo "    const char  *sha1;"
@@ -42,6 +45,9 @@ done
         echo "#define APIMON_SCRIPT_${up}_LEN $len"
         echo
     done
+    echo "#endif"
+    echo
+    echo "/* the scripts, in the order of apimon_scripts[] */"
     echo "enum {"
     for n in $ops; do
         up=$(echo "$n" | tr 'a-z' 'A-Z')
@@ -50,12 +56,14 @@ done
     echo "    APIMON_SCRIPT_COUNT"
     echo "};"
     echo
+    echo "#ifndef APIMON_SCRIPTS_NAMES_ONLY"
     echo "static const apimon_script_t apimon_scripts[] = {"
     for n in $ops; do
         up=$(echo "$n" | tr 'a-z' 'A-Z')
         echo "    { \"$n\", APIMON_SCRIPT_${up}_SHA1, apimon_script_${n}_text, APIMON_SCRIPT_${up}_LEN },"
     done
     echo "};"
+    echo "#endif"
     echo
     echo "#endif"
 } > "$out.new"

@@ -145,7 +145,7 @@ is_deeply($view->{quota}, {
 }, 'view: quota of the leap-year February as decimal strings');
 $view = $r->view_subscription($v->{id}, now => ms('2028-03-01'));
 is_deeply([ @{ $view->{quota} }{qw(used remaining periodStart)} ], [ '0', '2', '' . ms('2028-03-01') ], 'view: March is fresh');
-my $raw = $r->run_script('subscription_view', [ $v->{key} ], [ ms('2028-02-29T23:59:59.999'), '', '' ]);
+my $raw = $r->run_script('subscription_view', [ $v->{key} ], [ Apimon::Redis::mgmt_args(now => ms('2028-02-29T23:59:59.999')) ]);
 like($raw, qr/"periodEnd":"1835481600000"/, 'view JSON: times are strings, no exponent');
 
 done_testing;

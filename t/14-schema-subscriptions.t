@@ -32,9 +32,9 @@ like(fails(sub { $r->put_developer('not-an-email', {}) }), qr/bad_request: email
 like(fails(sub { $r->put_developer('ann@example.com:subs', {}) }), qr/bad_request: email/, 'no ":" in emails (key names)');
 like(fails(sub { $r->put_developer('a{b}@example.com', {}) }), qr/bad_request: email/, 'no braces in emails (hash tags)');
 like(fails(sub { $r->set_customer('developer', 'ann@example.com:subs', 'cus_1') }), qr/not_found/, 'customer_set: bad id is not_found');
-like(fails(sub { $r->run_script('owner_put', [], [ 'developer', 'c@d.e', '{', 'create', 0 ]) }), qr/bad_request: body/, 'bad JSON body');
-like(fails(sub { $r->run_script('owner_put', [], [ 'team', 'x', '{}', 'create', 0 ]) }), qr/bad_request: kind/, 'bad kind');
-like(fails(sub { $r->run_script('owner_put', [], [ 'developer', 'c@d.e', '{}', 'upsert', 0 ]) }), qr/bad_request: mode/, 'bad mode');
+like(fails(sub { $r->run_script('owner_put', [], [ Apimon::Redis::mgmt_args(owner_kind => 'developer', owner => 'c@d.e'), '{', 'create' ]) }), qr/bad_request: body/, 'bad JSON body');
+like(fails(sub { $r->run_script('owner_put', [], [ Apimon::Redis::mgmt_args(owner_kind => 'team', owner => 'x'), '{}', 'create' ]) }), qr/bad_request: kind/, 'bad kind');
+like(fails(sub { $r->run_script('owner_put', [], [ Apimon::Redis::mgmt_args(owner_kind => 'developer', owner => 'c@d.e'), '{}', 'upsert' ]) }), qr/bad_request: mode/, 'bad mode');
 my $ag = $r->put_appgroup('team-1', { displayName => 'Team One' }, now => $T);
 is_deeply([ @$ag{qw(name displayName customer)} ], [ 'team-1', 'Team One', '' ], 'app group created');
 is($r->cmd('ZSCORE', 'apimon:appgroups', 'team-1'), 0, 'listed in apimon:appgroups');
@@ -76,10 +76,10 @@ like(fails(sub { $r->create_subscription(%base, id => $s->{id}) }), qr/^ERR apim
 like(fails(sub { $r->create_subscription(%base, id => uc Apimon::Redis::new_uuid()) }), qr/bad_request: id/, 'uppercase id');
 my $id = Apimon::Redis::new_uuid();
 like(fails(sub { $r->run_script('subscription_create', [ Apimon::Redis::sub_key(Apimon::Redis::new_uuid()) ],
-                 [ $id, 'developer', 'ann@example.com', 'weather', 'weather-bronze', 'a' x 64, '', 0, 0 ]) }),
+                 [ Apimon::Redis::mgmt_args(owner_kind => 'developer', owner => 'ann@example.com'), $id, 'weather', 'weather-bronze', 'a' x 64, '', 0 ]) }),
      qr/bad_request: key does not match id/, 'KEYS[1] must be the id\'s hash');
 like(fails(sub { $r->run_script('subscription_create', [ Apimon::Redis::sub_key($id) ],
-                 [ $id, 'developer', 'ann@example.com', 'weather', 'weather-bronze', 'xyz', '', 0, 0 ]) }),
+                 [ Apimon::Redis::mgmt_args(owner_kind => 'developer', owner => 'ann@example.com'), $id, 'weather', 'weather-bronze', 'xyz', '', 0 ]) }),
      qr/bad_request: primary key digest/, 'bad digest');
 is($r->cmd('EXISTS', Apimon::Redis::sub_key($id)), 0, 'refused creates write nothing');
 
@@ -139,7 +139,7 @@ is($r->cmd('HGET', $k->{key}, 'ks'), '', 'ks empty');
 like(fails(sub { $r->set_key($k->{id}, 'primary', key => '') }), qr/bad_request: digest/, 'primary cannot be emptied');
 like(fails(sub { $r->set_key($k->{id}, 'tertiary') }), qr/bad_request: slot/, 'bad slot');
 like(fails(sub { $r->set_key($k->{id}, 'primary', owner_kind => 'developer', owner => 'x@y.z') }), qr/not_found/, 'wrong owner');
-my $json = $r->run_script('subscription_key', [ $k->{key} ], [ 'secondary', 'b' x 64, $now, '', '' ]);
+my $json = $r->run_script('subscription_key', [ $k->{key} ], [ Apimon::Redis::mgmt_args(now => $now), 'secondary', 'b' x 64 ]);
 unlike($json, qr/"k[ps]"/, 'reply carries no digests');
 $r->set_state($k->{id}, 'cancel', now => $now);
 like(fails(sub { $r->set_key($k->{id}, 'primary') }), qr/^ERR apimon conflict: subscription is cancelled/, 'no new keys on a cancelled subscription');
@@ -159,7 +159,7 @@ $r->apply_catalog(do {
     delete $_->{quota} for @{ $d->{plans} };
     JSON::PP->new->encode($d);
 });
-my $raw = $r->run_script('subscription_view', [ $v->{key} ], [ ms('2027-02-20'), '', '' ]);
+my $raw = $r->run_script('subscription_view', [ $v->{key} ], [ Apimon::Redis::mgmt_args(now => ms('2027-02-20')) ]);
 like($raw, qr/"quota":\{\}/, 'plan without quota: quota is {}');
 
 # --- billing ledger compare-and-set

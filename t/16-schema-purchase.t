@@ -44,8 +44,8 @@ sub buy {
     my (%o) = @_;
     my $id = Apimon::Redis::new_uuid();
     my $reply = $r->run_script('subscription_create', [ Apimon::Redis::sub_key($id) ],
-        [ $id, 'developer', 'ann@example.com', $o{product}, $o{plan} // '',
-          Apimon::Redis::key_digest(Apimon::Redis::new_key($id)), '', $o{now} // $T, $o{start} // 0, $o{end} // 0 ]);
+        [ Apimon::Redis::mgmt_args(now => $o{now} // $T, owner_kind => 'developer', owner => 'ann@example.com'), $id, $o{product}, $o{plan} // '',
+          Apimon::Redis::key_digest(Apimon::Redis::new_key($id)), '', $o{start} // 0, $o{end} // 0 ]);
     return $J->decode($reply);
 }
 is(buy(product => 'p2')->{plan}, 'p2-b', 'no plan: the declared default');
@@ -56,6 +56,16 @@ like(fails(sub { buy(product => 'p3') }), qr/bad_request: plan: is required: pro
 like(fails(sub { buy(product => 'p0') }), qr/bad_request: plan: is required: product p0 has 0 plans and no defaultPlan$/,
      'no plan at all');
 like(fails(sub { buy(product => 'px') }), qr/not_found: no such product px/, 'unknown product');
+
+# --- a catalog applied before defaultPlan existed (no defaultPlan, nplans):
+# the product's only plan is still its default
+$r->cmd('HDEL', "apimon:product:$_", 'defaultPlan', 'nplans') for qw(p1 p3 p0);
+is(buy(product => 'p1')->{plan}, 'p1-a', 'an older catalog: the only plan');
+like(fails(sub { buy(product => 'p3') }), qr/bad_request: plan: is required: product p3 has 2 plans and no defaultPlan$/,
+     'an older catalog, several plans: the count');
+like(fails(sub { buy(product => 'p0') }), qr/bad_request: plan: is required: product p0 has 0 plans and no defaultPlan$/,
+     'an older catalog, no plan');
+apply($cat);
 
 # --- times: range, endTime after startTime
 my $RANGE = 'must be milliseconds since the epoch from 946684800000 \(2000-01-01\) to 253402300799999';

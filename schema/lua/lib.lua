@@ -57,8 +57,10 @@ local function hash_table(flat)
   return t
 end
 
--- Subscription hash -> public JSON (no key digests, no check state: the
--- "pol" mirror and the c:* windows).
+-- Subscription hash -> the record that leaves Redis (no key digests, no
+-- check state: the "pol" mirror and the c:* windows), for the audit stream
+-- and the management API, which shapes the public resource from it
+-- (ngx_http_apimon_admin_json.c).
 local function sub_public(h)
   local t = {}
   for k, v in pairs(h) do
@@ -77,6 +79,19 @@ local function apimon_audit(who, addr, now, action, target, before, after)
     'action', action, 'target', target,
     'before', before and cjson.encode(before) or 'null',
     'after', after and cjson.encode(after) or 'null')
+end
+
+-- The leading arguments of every management script, in this order (the
+-- management API fills them in one place, ngx_http_apimon_admin_script):
+-- ARGV 1 now (ms; 0 = Redis's clock), 2 who (the token's name; empty: no
+-- audit entry), 3 addr (the client's address), 4 owner kind
+-- (developer|appgroup), 5 owner (email or name; an empty kind skips the
+-- owner check: operator calls). The script's own arguments follow from
+-- ARGV[6] on. Returns the leading ones as a table, then the script's own.
+local function apimon_mgmt_args()
+  local m = { now = apimon_now(ARGV[1]), who = ARGV[2] or '', addr = ARGV[3] or '',
+              kind = ARGV[4] or '', owner = ARGV[5] or '' }
+  return m, unpack(ARGV, 6)
 end
 
 -- Owner kind and page size of the management API's list scripts.

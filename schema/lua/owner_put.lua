@@ -1,8 +1,10 @@
--- owner_put: create or update a developer or an app group.
+-- owner_put: create or update a developer or an app group (the owner of
+-- the leading arguments). ARGV: 1-5 apimon_mgmt_args, 6 JSON of fields,
+-- 7 mode (create|update).
 return apimon_run(function()
 apimon_schema_check()
-local kind, id, text, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local now = apimon_now(ARGV[5])
+local m, text, mode = apimon_mgmt_args()
+local kind, id, now = m.kind, m.owner, m.now
 
 -- settable fields per kind; the id field itself may be repeated if equal
 local FIELDS = {
@@ -54,6 +56,6 @@ end
 for k, v in pairs(set) do redis.call('HSET', key, k, v) end
 redis.call('HSET', key, 'lastModifiedAt', fmt(now))
 local after = hash_table(redis.call('HGETALL', key))
-apimon_audit(ARGV[6], ARGV[7], now, kind .. '.' .. mode, id, exists and before or nil, after)
+apimon_audit(m.who, m.addr, now, kind .. '.' .. mode, id, exists and before or nil, after)
 return cjson.encode(after)
 end)

@@ -1,16 +1,18 @@
 -- subscription_create: buy a plan for an owner (an empty plan: the
 -- product's default plan); mirrors the plan limits and the product's APIs
--- into the subscription hash and indexes it. startTime 0 = now, endTime 0 =
--- open-ended.
+-- into the subscription hash and indexes it. ARGV: 1-5 apimon_mgmt_args
+-- (the owner buys), 6 id, 7 product, 8 plan, 9 primary digest, 10 secondary
+-- digest, 11 startTime (0 = now), 12 endTime (0 = open-ended).
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
-local id, kind, owner, product, plan, kp, ks = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5] or '', ARGV[6] or '', ARGV[7] or ''
-local now = apimon_now(ARGV[8])
+local m, id, product, plan, kp, ks, st, et = apimon_mgmt_args()
+local kind, owner, now = m.kind, m.owner, m.now
+plan, kp, ks, st, et = plan or '', kp or '', ks or '', st or '0', et or '0'
 local start, stop = now, 0
-if (ARGV[9] or '0') ~= '0' then start = apimon_time_arg(ARGV[9], 'startTime') end
-if (ARGV[10] or '0') ~= '0' then
-  stop = apimon_time_arg(ARGV[10], 'endTime')
+if st ~= '0' then start = apimon_time_arg(st, 'startTime') end
+if et ~= '0' then
+  stop = apimon_time_arg(et, 'endTime')
   if stop <= start then apimon_err('bad_request', 'endTime: must be after startTime (' .. fmt(start) .. ')') end
 end
 
@@ -28,8 +30,18 @@ local apis = prod[1]
 if not apis then apimon_err('not_found', 'no such product ' .. product) end
 if plan == '' then
   plan = prod[2] or ''
+  local nplans = prod[3]
+  if not nplans then
+    -- a catalog applied before defaultPlan existed: the only plan, if any
+    local mine = {}
+    for _, name in ipairs(redis.call('SMEMBERS', 'apimon:plans')) do
+      if redis.call('HGET', 'apimon:plan:' .. name, 'product') == product then mine[#mine + 1] = name end
+    end
+    nplans = fmt(#mine)
+    if #mine == 1 then plan = mine[1] end
+  end
   if plan == '' then
-    apimon_err('bad_request', 'plan: is required: product ' .. product .. ' has ' .. (prod[3] or '0') ..
+    apimon_err('bad_request', 'plan: is required: product ' .. product .. ' has ' .. nplans ..
       ' plans and no defaultPlan')
   end
 end
@@ -46,6 +58,6 @@ redis.call('SADD', 'apimon:subs', id)
 redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
 redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
-apimon_audit(ARGV[11], ARGV[12], now, 'subscription.create', id, nil, after)
+apimon_audit(m.who, m.addr, now, 'subscription.create', id, nil, after)
 return cjson.encode(after)
 end)

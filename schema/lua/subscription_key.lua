@@ -1,10 +1,13 @@
 -- subscription_key: replace the digest of the primary or secondary key; the
 -- old key stops working at once. An empty digest revokes the secondary key.
+-- ARGV: 1-5 apimon_mgmt_args, 6 slot (primary|secondary), 7 new digest.
 return apimon_run(function()
 apimon_schema_check()
-local sk, slot, digest = KEYS[1], ARGV[1], ARGV[2] or ''
-local now = apimon_now(ARGV[3])
-local h = sub_load(sk, ARGV[4], ARGV[5])
+local sk = KEYS[1]
+local m, slot, digest = apimon_mgmt_args()
+local now = m.now
+digest = digest or ''
+local h = sub_load(sk, m.kind, m.owner)
 local field = ({ primary = 'kp', secondary = 'ks' })[slot]
 if not field then apimon_err('bad_request', 'slot must be primary or secondary') end
 if not valid_digest(digest) and not (digest == '' and slot == 'secondary') then
@@ -15,6 +18,6 @@ if h.state == 'cancelled' or h.state == 'expired' then
 end
 redis.call('HSET', sk, field, digest, 'lastModifiedAt', fmt(now))
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
-apimon_audit(ARGV[6], ARGV[7], now, 'subscription.key.' .. slot, h.id, sub_public(h), after)
+apimon_audit(m.who, m.addr, now, 'subscription.key.' .. slot, h.id, sub_public(h), after)
 return cjson.encode(after)
 end)

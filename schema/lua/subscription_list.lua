@@ -1,11 +1,13 @@
 -- subscription_list: one page of an owner's subscriptions, oldest first
--- (management API reads).  ARGV: 1 owner kind, 2 owner, 3 first subscription
--- id to return ("" = from the start), 4 count (1..1000).
+-- (management API reads).  ARGV: 1-5 apimon_mgmt_args, 6 first
+-- subscription id to return ("" = from the start), 7 count (1..1000).
 -- Reply: array; 1 the id that starts the next page ("" = last page), then
 -- one JSON subscription (without key digests) per subscription.
 return apimon_run(function()
-local kind, owner, start = ARGV[1], ARGV[2] or '', ARGV[3] or ''
-local count = apimon_page_args(kind, ARGV[4])
+local m, start, n = apimon_mgmt_args()
+local kind, owner = m.kind, m.owner
+start = start or ''
+local count = apimon_page_args(kind, n)
 local base = 'apimon:' .. kind .. ':' .. owner
 if redis.call('EXISTS', base) == 0 then apimon_err('not_found', 'no such ' .. kind .. ' ' .. owner) end
 local first = 0

@@ -1,9 +1,11 @@
 -- subscription_state: lifecycle transitions (table in schema/README.md).
+-- ARGV: 1-5 apimon_mgmt_args, 6 action.
 return apimon_run(function()
 apimon_schema_check()
-local sk, action = KEYS[1], ARGV[1]
-local now = apimon_now(ARGV[2])
-local h = sub_load(sk, ARGV[3], ARGV[4])
+local sk = KEYS[1]
+local m, action = apimon_mgmt_args()
+local now = m.now
+local h = sub_load(sk, m.kind, m.owner)
 
 local T = {
   activate = { from = { submitted = true }, to = 'active' },
@@ -24,6 +26,6 @@ if action == 'expire' or (action == 'cancel' and (et == 0 or et > now)) then
 end
 sub_policy_sync(sk)
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
-apimon_audit(ARGV[5], ARGV[6], now, 'subscription.' .. action, h.id, sub_public(h), after)
+apimon_audit(m.who, m.addr, now, 'subscription.' .. action, h.id, sub_public(h), after)
 return cjson.encode(after)
 end)

@@ -1,14 +1,15 @@
 -- subscription_usage: accepted and refused calls per API per UTC day
 -- (management API reads), from the monthly usage hashes.
 -- KEYS[1] = apimon:sub:{<id>}
--- ARGV: 1 owner kind, 2 owner (must match, else not_found), 3 first day
--- YYYYMMDD, 4 last day YYYYMMDD (inclusive, at most 400 days later).
+-- ARGV: 1-5 apimon_mgmt_args (the owner must match, else not_found), 6 first
+-- day YYYYMMDD, 7 last day YYYYMMDD (inclusive, at most 400 days later).
 -- Reply: flat array of field, count pairs, fields `<YYYYMMDD>|<api>|<ok or
 -- reason>` as in the usage hash, sorted.
 return apimon_run(function()
 local sk = KEYS[1]
-sub_load(sk, ARGV[1], ARGV[2])
-local from, to = ARGV[3] or '', ARGV[4] or ''
+local m, from, to = apimon_mgmt_args()
+sub_load(sk, m.kind, m.owner)
+from, to = from or '', to or ''
 if not from:match('^%d%d%d%d%d%d%d%d$') then apimon_err('bad_request', 'from: must be YYYYMMDD') end
 if not to:match('^%d%d%d%d%d%d%d%d$') then apimon_err('bad_request', 'to: must be YYYYMMDD') end
 if to < from then apimon_err('bad_request', 'to: before from') end

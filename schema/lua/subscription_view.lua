@@ -1,10 +1,12 @@
 -- subscription_view: the subscription plus the plan quota of the current
--- period ("quota" is {} when the plan has no quota).
+-- period ("quota" is {} when the plan has no quota). ARGV: 1-5
+-- apimon_mgmt_args.
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
-local now = apimon_now(ARGV[1])
-local h = sub_load(sk, ARGV[2], ARGV[3])
+local m = apimon_mgmt_args()
+local now = m.now
+local h = sub_load(sk, m.kind, m.owner)
 local out = sub_public(h)
 local n, unit = tonumber(h.quota_n) or 0, h.quota_unit or ''
 if n > 0 and unit ~= '' then

@@ -635,10 +635,18 @@ sub apply_catalog {
     return $self->run_script('catalog_apply', [], [ $text, $now || 0 ]);
 }
 
+# The leading arguments of every management script (schema/lua/lib.lua):
+# now, who, addr, owner kind, owner; the script's own arguments follow.
+sub mgmt_args {
+    my (%o) = @_;
+    return ($o{now} || 0, $o{who} // '', $o{addr} // '', $o{owner_kind} // '', $o{owner} // '');
+}
+
 sub _put_owner {
     my ($self, $kind, $id, $fields, %o) = @_;
     return _json($self->run_script('owner_put', [],
-        [ $kind, $id, $JSON->encode($fields || {}), $o{mode} || 'create', $o{now} || 0 ]));
+        [ mgmt_args(now => $o{now}, owner_kind => $kind, owner => $id),
+          $JSON->encode($fields || {}), $o{mode} || 'create' ]));
 }
 
 sub put_developer { my $s = shift; $s->_put_owner('developer', @_) }
@@ -655,8 +663,8 @@ sub create_subscription {
     my $p  = new_key($id);
     my $s  = (exists $o{secondary} && !$o{secondary}) ? '' : new_key($id);
     my $reply = $self->run_script('subscription_create', [ sub_key($id) ],
-        [ $id, $o{owner_kind} || 'developer', $o{owner}, $o{product}, $o{plan},
-          key_digest($p), $s eq '' ? '' : key_digest($s), $o{now} || 0, $o{start} || 0 ]);
+        [ mgmt_args(now => $o{now}, owner_kind => $o{owner_kind} || 'developer', owner => $o{owner}),
+          $id, $o{product}, $o{plan}, key_digest($p), $s eq '' ? '' : key_digest($s), $o{start} || 0 ]);
     return { id => $id, key => sub_key($id), primary => $p, secondary => $s,
              reply => _json($reply) };
 }
@@ -664,21 +672,21 @@ sub create_subscription {
 sub set_state {
     my ($self, $id, $action, %o) = @_;
     return _json($self->run_script('subscription_state', [ sub_key($id) ],
-        [ $action, $o{now} || 0, $o{owner_kind} // '', $o{owner} // '' ]));
+        [ mgmt_args(%o), $action ]));
 }
 
 sub set_key {
     my ($self, $id, $slot, %o) = @_;
     my $k = $o{key} // new_key($id);
     $self->run_script('subscription_key', [ sub_key($id) ],
-        [ $slot, $k eq '' ? '' : key_digest($k), $o{now} || 0, $o{owner_kind} // '', $o{owner} // '' ]);
+        [ mgmt_args(%o), $slot, $k eq '' ? '' : key_digest($k) ]);
     return $k;
 }
 
 sub view_subscription {
     my ($self, $id, %o) = @_;
     return _json($self->run_script('subscription_view', [ sub_key($id) ],
-        [ $o{now} || 0, $o{owner_kind} // '', $o{owner} // '' ]));
+        [ mgmt_args(%o) ]));
 }
 
 sub billing_line {
