@@ -70,10 +70,12 @@ test-nginx: all
 test-valgrind: all
 	APIMON_BUILD=$(BUILD) APIMON_VALGRIND=1 prove -r t/
 
+# make bench [SUBS=n] [ROUNDS=n]: the module's distinct subscriptions (1000)
+# and interleaved rounds (3); the agent's bench keeps its own 100,000
 bench: all
-	APIMON_BUILD=$(BUILD) perl bench/module.pl
+	APIMON_BUILD=$(BUILD) BENCH_SUBS=$(or $(SUBS),1000) BENCH_ROUNDS=$(or $(ROUNDS),3) perl bench/module.pl
 	APIMON_BUILD=$(BUILD) perl bench/forged-keys.pl
-	@if [ -f bench/agent.sh ]; then APIMON_BUILD=$(BUILD) bash bench/agent.sh; fi
+	@if [ -f bench/agent.sh ]; then APIMON_BUILD=$(BUILD) env -u SUBS bash bench/agent.sh; fi
 
 demo: all
 	bash docs/demo.sh
