@@ -12,6 +12,8 @@
 #          (bench/noop-check.lua): the ceiling of any design that asks Redis
 #          per request
 #   hot    apimon with one key for every request (the old figure)
+# (a variant with another check script, say today's kept as a baseline, is
+# a line of %variant and one of %check: bench/check-module.sh builds it)
 # for every worker_processes of BENCH_WORKERS and connection count of
 # BENCH_CONNECTIONS; all fronts run at once, idle but for the one measured.
 # A round measures every variant once per setting, in an order rotated each
@@ -38,7 +40,7 @@ use File::Spec;
 use HTTP::Tiny;
 use POSIX qw(strftime);
 use Time::HiRes qw(time sleep);
-use List::Util qw(max);
+use List::Util qw(max uniq);
 use Apimon::Redis;
 use Bench;
 
@@ -58,9 +60,18 @@ my $ncpu     = `nproc` =~ s/\s+//r;
 system('which wrk >/dev/null 2>&1') == 0 or die "wrk is not installed (apt-get install wrk)\n";
 die "BENCH_VARIANTS: the ratios need plain\n" unless grep { $_ eq 'plain' } @variants;
 
-my %label = (plain => 'plain proxy', subs => 'apimon, ' . Bench::fmt($nsubs) . ' subscriptions',
-             noop => 'apimon, no-op check (ceiling)', hot => 'apimon, one hot key (old figure)');
 my $dir = tempdir('apimon-bench-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+# what each variant sends to which front: "built" is the module as built,
+# another front's name that of a module built with the check script of %check
+my %variant = (
+    plain => { front => 'built', path => '/plain/bench', keys => "$dir/subs.keys", label => 'plain proxy' },
+    subs  => { front => 'built', path => '/api/bench',   keys => "$dir/subs.keys",
+               label => 'apimon, ' . Bench::fmt($nsubs) . ' subscriptions' },
+    noop  => { front => 'noop',  path => '/api/bench',   keys => "$dir/subs.keys", label => 'apimon, no-op check (ceiling)' },
+    hot   => { front => 'built', path => '/api/bench',   keys => "$dir/hot.keys", label => 'apimon, one hot key (old figure)' },
+);
+my %check = (noop => "$FindBin::Bin/noop-check.lua");
+my %label = map { $_ => $variant{$_}{label} } keys %variant;
 
 # ---------------------------------------------------------------- setup
 
@@ -83,21 +94,25 @@ my $provision_s = time - $t0;
 write_file("$dir/subs.keys", join('', map { "$_->{primary}\n" } @subs));
 write_file("$dir/hot.keys", "$hot->{primary}\n");
 
-chomp(my $noop_so = `sh $FindBin::Bin/noop-module.sh $build`);
-die "bench/noop-module.sh failed\n" if $? || !-f $noop_so;
+my %so = (built => "$build/ngx_http_apimon_module.so");
+for my $name (uniq(map { $variant{$_}{front} } @variants)) {
+    next if $so{$name};
+    chomp($so{$name} = `sh $FindBin::Bin/check-module.sh $build $name $check{$name}`);
+    die "bench/check-module.sh $name failed\n" if $? || !-f $so{$name};
+}
 
 my $up = { port => Bench::free_port(), status => Bench::free_port() };
 start_nginx($up, 'upstream', Bench::upstream_conf(workers => $upw, port => $up->{port},
                                                   status => $up->{status}, dir => "$dir/upstream"));
 
-# the fronts: per worker count the module as built, and the no-op one
+# the fronts: per worker count one per module
 my %front;
 for my $w (@workers) {
-    for my $kind ('real', 'noop') {
+    for my $kind (sort keys %so) {
         my $f = $front{$w}{$kind} = { port => Bench::free_port(), status => Bench::free_port() };
         my $d = "$dir/front-$w-$kind";
         start_nginx($f, $d, Bench::nginx_conf_head(
-            build => $build, module => $kind eq 'noop' ? $noop_so : undef, workers => $w, dir => $d,
+            module => $so{$kind}, workers => $w, dir => $d,
             rport => $redis->port, up => $up->{port}, external => 1, keepalive => 256) . <<"CONF");
 
     server {
@@ -130,12 +145,6 @@ my %usage0 = (hot => usage([ $hot ]));   # the sanity checks counted
 # every pid of the bench, for what the machine spent outside it
 my @ours = ($redis->pid, map { ($_->{pid}, @{ $_->{workers} }) } $up, map { values %$_ } values %front);
 
-my %variant = (
-    plain => { front => 'real', path => '/plain/bench', keys => "$dir/subs.keys" },
-    subs  => { front => 'real', path => '/api/bench',   keys => "$dir/subs.keys" },
-    noop  => { front => 'noop', path => '/api/bench',   keys => "$dir/subs.keys" },
-    hot   => { front => 'real', path => '/api/bench',   keys => "$dir/hot.keys" },
-);
 
 # ---------------------------------------------------------------- runs
 
@@ -189,7 +198,7 @@ for my $w (@workers) {
         my @rl;
         for my $r (0 .. $rounds - 1) {
             my @f = grep { $set->{$_}[$r]{foreign} > $foreign_max } @variants;
-            push @flagged, map { "$w workers, c=$c, round " . ($r + 1) . ", $_" } @f;
+            push @flagged, "$w worker(s), c=$c, round " . ($r + 1) . ": @f" if @f;
             my $most = max(map { $set->{$_}[$r]{foreign} } @variants);
             push @rl, sprintf('round %d: %s%s', $r + 1,
                 join(' ', map { sprintf '%.2f', $set->{ratio}{$_}[$r] } grep { $_ ne 'plain' } @variants),
@@ -235,8 +244,8 @@ for my $v (grep { $usage{$_} } @variants) {
 }
 printf "  machine: load average %.2f before, %.2f after (%.0f s)\n", $load0, $load1, $elapsed;
 if (@flagged) {
-    printf "  WARNING: %d of %d runs shared the machine with other load (CPU outside the bench > %.0f%% of the machine):\n    %s\n",
-        scalar @flagged, $rounds * @workers * @conns * @variants, 100 * $foreign_max, join("\n    ", @flagged);
+    printf "  WARNING: %d of %d rounds of a setting had runs sharing the machine with other load (CPU outside the bench > %.0f%% of the machine):\n    %s\n",
+        scalar @flagged, $rounds * @workers * @conns, 100 * $foreign_max, join("\n    ", @flagged);
 } else {
     printf "  no run shared the machine with other load (CPU outside the bench <= %.0f%% of the machine in every run)\n",
         100 * $foreign_max;

@@ -1,4 +1,4 @@
--- check, the bench's stand-in that does nothing (bench/noop-module.sh
+-- check, the bench's stand-in that does nothing (bench/check-module.sh
 -- builds a module with it in place of schema/lua/check.lua): no read, no
 -- write, every request allowed. What is left is what any design asking
 -- Redis per request pays: the round trip, the call, core.lua's prelude and
