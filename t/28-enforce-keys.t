@@ -225,7 +225,13 @@ $n->get('/weather/v1', 'X-API-Key' => $plain->{primary});
 $n->get('/weather/v2', 'X-API-Key' => $p3);
 $n->get('/weather/bad', 'X-API-Key' => 'ak_nope');
 $n->get('/weather/none');
-my $log = $n->access_log;
+# nginx writes the access log after the answer: wait for the last line
+my $log = '';
+for (1 .. 100) {
+    $log = $n->access_log;
+    last if $log =~ m{^/weather/none }m;
+    select undef, undef, undef, 0.05;
+}
 like($log, qr{^/weather/v1 200 allowed v=1$}m, '$apimon_key_version: 1 for a version 1 key');
 like($log, qr{^/weather/v2 200 allowed v=2$}m, '$apimon_key_version: 2 for a version 2 key');
 like($log, qr{^/weather/bad 401 invalid_key v=-$}m, '$apimon_key_version: empty for a malformed key');
