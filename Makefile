@@ -3,17 +3,38 @@
 NGX_SRC    ?= /usr/share/nginx/src
 NGX_MODDIR ?= /usr/lib/nginx/modules
 BUILD      := $(CURDIR)/build
+
+# make install [DESTDIR=...] [PREFIX=...]: the agent, its man page and its
+# systemd units under PREFIX; nginx's module and load file where Debian's
+# nginx looks for them; the cron.d file and the defaults under SYSCONFDIR
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+NGX_CONFDIR ?= /usr/share/nginx/modules-available
 MODULE     := $(BUILD)/ngx_http_apimon_module.so
 AGENT      := $(BUILD)/billing-agent
 SCRIPTS_H  := $(BUILD)/gen/ngx_http_apimon_scripts.h
 
+# CPPFLAGS, CFLAGS and LDFLAGS are the builder's (make CFLAGS=-O0, or
+# dpkg-buildflags'): they only add to our own flags, which stay apart
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Werror -I$(BUILD)/gen -Ibilling-agent
+APIMON_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -I$(BUILD)/gen -Ibilling-agent \
+                 -Ingx_http_apimon_module
 LDLIBS_AGENT := -lhiredis -lcurl -lcjson -lcrypto -lz
 
 NGX_CC_OPT := -g -O2 -fstack-protector-strong -Wformat -Werror=format-security -fPIC -D_FORTIFY_SOURCE=2
 NGX_LD_OPT := -Wl,-z,relro -Wl,-z,now -fPIC
+
+# the one version of the tree (the module's, the agent's, the packages')
+VERSION := $(shell sed -n 's/^\#define APIMON_VERSION *"\(.*\)"/\1/p' \
+                  ngx_http_apimon_module/ngx_http_apimon_version.h)
+
+# a change of the builder's flags rebuilds what they went into
+FLAGS_NOW := $(CC) | $(CPPFLAGS) | $(CFLAGS) | $(LDFLAGS)
+FLAGS     := $(BUILD)/flags
 
 LUA        := $(wildcard schema/lua/*.lua)
 MOD_SRC    := $(wildcard ngx_http_apimon_module/*.[ch])
@@ -22,7 +43,8 @@ AGENT_OBJ  := $(patsubst billing-agent/%.c,$(BUILD)/agent/%.o,$(AGENT_SRC))
 UNIT_SRC   := $(wildcard t/unit/*.c)
 UNIT_BIN   := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRC))
 
-.PHONY: all module agent unit test test-unit test-nginx test-valgrind bench demo install clean
+.PHONY: all module agent unit test test-unit test-nginx test-valgrind bench demo \
+        install install-module install-agent deb clean FORCE
 
 all: module agent
 
@@ -32,10 +54,15 @@ unit: $(UNIT_BIN)
 
 # Debian's nginx-dev tree has no top-level Makefile: configure it out of tree
 # with the installed binary's own flags, then run the generated Makefile.
-$(BUILD)/nginx/Makefile: config schema/embed.sh $(LUA)
+$(FLAGS): FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(FLAGS_NOW)' | cmp -s - $@ || echo '$(FLAGS_NOW)' > $@
+
+$(BUILD)/nginx/Makefile: config schema/embed.sh $(LUA) $(FLAGS)
 	@mkdir -p $(BUILD)/nginx
 	cd $(NGX_SRC) && bash -c '. ./conf_flags && ./configure "$${NGX_CONF_FLAGS[@]}" \
-	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	    --with-cc-opt="$(NGX_CC_OPT) $(CPPFLAGS) $(CFLAGS)" \
+	    --with-ld-opt="$(NGX_LD_OPT) $(LDFLAGS)" \
 	    --add-dynamic-module=$(CURDIR) --builddir=$(BUILD)/nginx' \
 	    > $(BUILD)/configure.log 2>&1 || { tail -30 $(BUILD)/configure.log; exit 1; }
 
@@ -47,17 +74,19 @@ $(SCRIPTS_H): schema/embed.sh $(LUA)
 	@mkdir -p $(dir $@)
 	sh schema/embed.sh schema/lua $@
 
-$(BUILD)/agent/%.o: billing-agent/%.c $(wildcard billing-agent/*.h) $(SCRIPTS_H)
+$(BUILD)/agent/%.o: billing-agent/%.c $(wildcard billing-agent/*.h) $(SCRIPTS_H) \
+                   ngx_http_apimon_module/ngx_http_apimon_version.h $(FLAGS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(APIMON_CFLAGS) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(AGENT): $(AGENT_OBJ)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS_AGENT)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(AGENT_OBJ) $(LDLIBS_AGENT)
 
 # C unit tests are TAP programs; each links the agent's objects except main.
 $(BUILD)/unit/%: t/unit/%.c $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(wildcard billing-agent/*.h t/unit/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(LDLIBS_AGENT)
+	$(CC) $(APIMON_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+	    $(filter-out $(BUILD)/agent/main.o,$(AGENT_OBJ)) $(LDLIBS_AGENT)
 
 test: test-unit test-nginx
 
@@ -80,12 +109,31 @@ bench: all
 demo: all
 	bash docs/demo.sh
 
-install: all
+install: install-module install-agent
+
+# the load file is what Debian's libnginx-mod-* packages ship; enabling it
+# (a link in /etc/nginx/modules-enabled) is left to the administrator
+install-module: module
 	install -D -m 0644 $(MODULE) $(DESTDIR)$(NGX_MODDIR)/ngx_http_apimon_module.so
-	install -d $(DESTDIR)/usr/share/nginx/modules-available
+	install -d $(DESTDIR)$(NGX_CONFDIR)
 	echo 'load_module modules/ngx_http_apimon_module.so;' \
-	    > $(DESTDIR)/usr/share/nginx/modules-available/mod-http-apimon.conf
-	install -D -m 0755 $(AGENT) $(DESTDIR)/usr/local/bin/billing-agent
+	    > $(DESTDIR)$(NGX_CONFDIR)/mod-http-apimon.conf
+
+# $(call subst_paths,source,installed path): a text file with the paths and
+# the version of this installation in place of @BINDIR@, @SYSCONFDIR@, @VERSION@
+subst_paths = sed 's|@BINDIR@|$(BINDIR)|g; s|@SYSCONFDIR@|$(SYSCONFDIR)|g; s|@VERSION@|$(VERSION)|g' \
+    $(1) > $(DESTDIR)$(2) && chmod 0644 $(DESTDIR)$(2)
+
+# the timer, the service and the cron.d line are installed, none enabled
+install-agent: agent
+	install -D -m 0755 $(AGENT) $(DESTDIR)$(BINDIR)/billing-agent
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/cron.d $(DESTDIR)$(SYSCONFDIR)/default
+	$(call subst_paths,billing-agent/billing-agent.1,$(MANDIR)/man1/billing-agent.1)
+	$(call subst_paths,billing-agent/dist/apimon-billing-agent.service,$(UNITDIR)/apimon-billing-agent.service)
+	$(call subst_paths,billing-agent/dist/apimon-billing-agent.timer,$(UNITDIR)/apimon-billing-agent.timer)
+	$(call subst_paths,billing-agent/dist/apimon-billing-agent.cron,$(SYSCONFDIR)/cron.d/apimon-billing-agent)
+	$(call subst_paths,billing-agent/dist/apimon-billing-agent.default,$(SYSCONFDIR)/default/apimon-billing-agent)
 
 clean:
 	rm -rf $(BUILD)
