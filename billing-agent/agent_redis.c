@@ -4,6 +4,7 @@
  */
 
 #include "agent_redis.h"
+#include "redis_addr.h"
 #include "util.h"
 
 #include <stdlib.h>
@@ -13,63 +14,115 @@
 #include <ngx_http_apimon_scripts.h>
 
 
+/* one handshake command: 0, or -1 with Redis's error (never the password) */
+static int
+ar_handshake_cmd(redisContext *c, const char *name, char *err, size_t errlen,
+    const char *what, const char *fmt, const char *arg)
+{
+    redisReply  *r;
+    int          rc = 0;
+
+    r = redisCommand(c, fmt, arg);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "Redis %s failed at %s: %s", what, name,
+                 r ? r->str : c->errstr);
+        rc = -1;
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+
+/*
+ * AUTH, SELECT, or else a PING: a Redis that wants a password we do not
+ * have says so now (NOAUTH), not at the first command of the run
+ */
+static int
+ar_handshake(redisContext *c, const ar_addr_t *a, const char *name,
+    const char *password, char *err, size_t errlen)
+{
+    char  db[8];
+
+    if (password && *password
+        && ar_handshake_cmd(c, name, err, errlen, "AUTH", "AUTH %s",
+                            password) != 0)
+    {
+        return -1;
+    }
+
+    if (a->db != 0) {
+        snprintf(db, sizeof(db), "%d", a->db);
+        return ar_handshake_cmd(c, name, err, errlen, "SELECT", "SELECT %s",
+                                db);
+    }
+
+    if (password == NULL || *password == '\0') {
+        return ar_handshake_cmd(c, name, err, errlen, "PING", "PING%s", "");
+    }
+
+    return 0;
+}
+
+
 redisContext *
 ar_connect(const char *addr, const char *password, char *err, size_t errlen)
 {
     redisContext    *c;
-    redisReply      *r;
-    struct timeval   tv = { 5, 0 };
-    const char      *colon;
-    char             host[256];
-    long             port;
-    char            *end;
+    struct timeval   tv;
+    ar_addr_t        a;
+    char             name[300], *file_password = NULL;
+    int              rc;
 
-    if (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/') {
-        c = redisConnectUnixWithTimeout(addr[0] == '/' ? addr : addr + 5, tv);
+    if (ar_addr_parse(addr, &a, err, errlen) != 0) {
+        return NULL;
+    }
+    ar_addr_name(&a, name, sizeof(name));
 
-    } else {
-        colon = strrchr(addr, ':');
-        if (colon == NULL || (size_t) (colon - addr) >= sizeof(host)
-            || colon == addr)
-        {
-            snprintf(err, errlen, "bad Redis address \"%s\" (host:port)", addr);
+    /* a password file, as the module's, wins over APIMON_REDIS_PASSWORD */
+    if (a.password_file[0]) {
+        file_password = ar_addr_password(&a, err, errlen);
+        if (file_password == NULL) {
             return NULL;
         }
-        port = strtol(colon + 1, &end, 10);
-        if (*end != '\0' || port < 1 || port > 65535) {
-            snprintf(err, errlen, "bad Redis port in \"%s\"", addr);
-            return NULL;
-        }
-        memcpy(host, addr, (size_t) (colon - addr));
-        host[colon - addr] = '\0';
-        c = redisConnectWithTimeout(host, (int) port, tv);
+        password = file_password;
     }
 
+    tv.tv_sec = a.connect_timeout_ms / 1000;
+    tv.tv_usec = (a.connect_timeout_ms % 1000) * 1000;
+
+    c = a.path[0] ? redisConnectUnixWithTimeout(a.path, tv)
+                  : redisConnectWithTimeout(a.host, a.port, tv);
+
     if (c == NULL || c->err) {
-        snprintf(err, errlen, "cannot connect to Redis at %s: %s", addr,
+        snprintf(err, errlen, "cannot connect to Redis at %s: %s", name,
                  c ? c->errstr : "out of memory");
         if (c) {
             redisFree(c);
         }
+        free(file_password);
         return NULL;
     }
 
-    /* a stuck Redis must not hang a cron job forever */
-    tv.tv_sec = 30;
+    /* the handshake within the connect timeout; then a stuck Redis must
+     * not hang a cron job forever */
     redisSetTimeout(c, tv);
+    rc = ar_handshake(c, &a, name, password, err, errlen);
 
-    if (password && *password) {
-        r = redisCommand(c, "AUTH %s", password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "Redis AUTH failed at %s", addr);
-            if (r) {
-                freeReplyObject(r);
-            }
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
+    if (file_password) {
+        explicit_bzero(file_password, strlen(file_password));
+        free(file_password);
     }
+
+    if (rc != 0) {
+        redisFree(c);
+        return NULL;
+    }
+
+    tv.tv_sec = 30;
+    tv.tv_usec = 0;
+    redisSetTimeout(c, tv);
 
     return c;
 }

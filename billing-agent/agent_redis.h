@@ -13,8 +13,10 @@
 #include <hiredis/hiredis.h>
 
 /*
- * addr: "host:port", "unix:/path" or "/path"; password may be NULL.
- * NULL with a message in err on failure.
+ * addr: the forms of redis_addr.h ("host[:port]", "[ipv6][:port]",
+ * "unix:/path" or "/path", then db=, password_file=, connect_timeout=);
+ * password (may be NULL) is used unless addr names a password_file.
+ * Sends AUTH and SELECT.  NULL with a message in err on failure.
  */
 redisContext *ar_connect(const char *addr, const char *password, char *err,
     size_t errlen);

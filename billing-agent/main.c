@@ -26,6 +26,7 @@
 
 #include <cjson/cJSON.h>
 #include <ngx_http_apimon_scripts.h>
+#include <ngx_http_apimon_version.h>
 
 #define AGENT_DEFAULT_REDIS  "127.0.0.1:6379"
 #define AGENT_DEFAULT_STRIPE "https://api.stripe.com"
@@ -44,7 +45,9 @@ static const char  *usage_text =
 "  bill                     price closed months and push invoice items\n"
 "\n"
 "options:\n"
-"  --redis ADDR             host:port or unix:/path (env APIMON_REDIS,\n"
+"  --redis ADDR             host[:port], [ipv6][:port] or unix:/path, then\n"
+"                           db=N password_file=F connect_timeout=T as in\n"
+"                           apimon_redis, one argument (env APIMON_REDIS,\n"
 "                           default " AGENT_DEFAULT_REDIS ")\n"
 "  --period YYYY-MM         month to bill (default: every closed month not\n"
 "                           yet done, by Redis's clock)\n"
@@ -68,6 +71,7 @@ static const char  *usage_text =
 "  --batch N                subscriptions per Redis pipeline (default 1000)\n"
 "  --quiet                  log errors only\n"
 "  -h, --help               this text\n"
+"  --version                the version\n"
 "\n"
 "environment: APIMON_REDIS, APIMON_REDIS_PASSWORD, STRIPE_API_KEY,\n"
 "STRIPE_API_BASE (default " AGENT_DEFAULT_STRIPE ")\n"
@@ -495,11 +499,12 @@ enum {
     OPT_REDIS = 256, OPT_PERIOD, OPT_ALLOW_OPEN, OPT_DRY_RUN, OPT_REPORT,
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
     OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
-    OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS
+    OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION
 };
 
 static const struct option  long_opts[] = {
     { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, OPT_VERSION },
     { "redis", required_argument, NULL, OPT_REDIS },
     { "period", required_argument, NULL, OPT_PERIOD },
     { "allow-open", no_argument, NULL, OPT_ALLOW_OPEN },
@@ -541,6 +546,9 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
         switch (ch) {
         case 'h':
             fputs(usage_text, stdout);
+            exit(AGENT_EXIT_OK);
+        case OPT_VERSION:
+            puts("billing-agent " APIMON_VERSION);
             exit(AGENT_EXIT_OK);
         case OPT_REDIS:
             conf->redis = optarg;
