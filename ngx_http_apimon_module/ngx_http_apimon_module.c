@@ -574,8 +574,10 @@ ngx_http_apimon_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 /*
- * ip[:port], [ipv6][:port] or unix:path; numeric addresses only: hiredis
- * would resolve a host name with a blocking call in the worker
+ * ip[:port], [ipv6][:port], name[:port] or unix:path.  A name is resolved
+ * here, when the configuration is loaded, as upstream servers are: hiredis
+ * would resolve it with a blocking call in the worker.  Of its addresses
+ * the first is used (nginx lists IPv4 ones first).
  */
 
 static char *
@@ -590,7 +592,6 @@ ngx_http_apimon_redis_address(ngx_conf_t *cf,
 
     u.url = *addr;
     u.default_port = 6379;
-    u.no_resolve = 1;
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -601,9 +602,8 @@ ngx_http_apimon_redis_address(ngx_conf_t *cf,
 
     if (u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"apimon_redis\" needs a numeric IP address or "
-                           "a unix: socket path, not \"%V\" (host names "
-                           "would be resolved with a blocking call)", &u.host);
+                           "\"apimon_redis\": no address for \"%V\"",
+                           &u.host);
         return NGX_CONF_ERROR;
     }
 

@@ -19,9 +19,8 @@ my $key = $s->{primary};
 my $loc = sub { "        location /x/ { $_[0] proxy_pass http://backend; }\n" };
 my $on = 'apimon on; apimon_api forecast;';
 my @bad = (
-    [ { redis_conf => 'apimon_redis redis.example.com:6379;' },
-      qr/"apimon_redis" needs a numeric IP address or a unix: socket path, not "redis\.example\.com"/ ],
-    [ { redis_conf => 'apimon_redis localhost;' }, qr/"apimon_redis" needs a numeric IP address/ ],
+    [ { redis_conf => 'apimon_redis redis.example.invalid:6379;' },
+      qr/"apimon_redis": invalid address "redis\.example\.invalid:6379" \(host not found\)/ ],
     [ { redis_conf => 'apimon_redis 127.0.0.1:99999;' }, qr/"apimon_redis": invalid address "127\.0\.0\.1:99999"/ ],
     [ { redis_conf => 'apimon_redis [::1;' }, qr/"apimon_redis": invalid address/ ],
     [ { redis_conf => 'apimon_redis 127.0.0.1:6379 db=x;' }, qr/"apimon_redis": invalid database number "db=x"/ ],

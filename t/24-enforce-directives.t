@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # Directives parsed by nginx's own slots and parsers, beyond t/24-enforce-config.t:
-# apimon_redis addresses (ngx_parse_url, without resolving): numeric IPv4 and
-# IPv6 with or without a port, unix: sockets; host names, bad ports, paths and
-# empty parts are refused naming the directive; the address the module
+# apimon_redis addresses (ngx_parse_url): numeric IPv4 and IPv6 with or
+# without a port, unix: sockets; names that do not resolve (host names that
+# do: t/86-enforce-redis-host.t), bad ports, paths and empty parts are
+# refused naming the directive; the address the module
 # connects to is the one configured.  apimon_quota_status (a number slot with
 # bounds), apimon_on_redis_error (an enum slot), apimon_api (a string slot
 # with a check) and apimon_key: bad values and duplicates are refused.
@@ -23,8 +24,8 @@ my $loc = "        location /x/ { apimon on; apimon_api forecast; proxy_pass htt
 my $on = 'apimon on; apimon_api forecast;';
 my $in_loc = sub { "        location /x/ { $_[0] proxy_pass http://backend; }\n" };
 my @bad = (
-    [ 'example.com', qr/needs a numeric IP address or a unix: socket path, not "example\.com"/ ],
-    [ '10.0.0.1.5', qr/needs a numeric IP address or a unix: socket path, not "10\.0\.0\.1\.5"/ ],
+    [ 'example.invalid', qr/"apimon_redis": invalid address "example\.invalid" \(host not found\)/ ],
+    [ '10.0.0.1.5', qr/"apimon_redis": invalid address "10\.0\.0\.1\.5" \(host not found\)/ ],
     [ '127.0.0.1:0', qr/"apimon_redis": invalid address "127\.0\.0\.1:0"/ ],
     [ '127.0.0.1:65536', qr/"apimon_redis": invalid address "127\.0\.0\.1:65536"/ ],
     [ '127.0.0.1:x', qr/"apimon_redis": invalid address "127\.0\.0\.1:x"/ ],
