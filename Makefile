@@ -135,5 +135,22 @@ install-agent: agent
 	$(call subst_paths,billing-agent/dist/apimon-billing-agent.cron,$(SYSCONFDIR)/cron.d/apimon-billing-agent)
 	$(call subst_paths,billing-agent/dist/apimon-billing-agent.default,$(SYSCONFDIR)/default/apimon-billing-agent)
 
+# make deb: both Debian packages into build/deb/ (dpkg-buildpackage on a copy
+# of the tree, so the tree itself stays clean); debian/changelog must carry
+# the tree's version
+DEB_DIR := $(BUILD)/deb
+deb:
+	@v=$$(sed -n '1s/^apimon (\([^)]*\)).*/\1/p' debian/changelog); \
+	test "$${v%%-*}" = "$(VERSION)" || { \
+	    echo "debian/changelog is at $$v, the tree at $(VERSION)" >&2; exit 1; }
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/apimon-$(VERSION)
+	tar -C $(CURDIR) --exclude=./build --exclude=./.git --exclude=./t/tmp -cf - . \
+	    | tar -C $(DEB_DIR)/apimon-$(VERSION) -xf -
+	cd $(DEB_DIR)/apimon-$(VERSION) && dpkg-buildpackage -b -us -uc \
+	    > $(DEB_DIR)/build.log 2>&1 || { tail -40 $(DEB_DIR)/build.log; exit 1; }
+	rm -rf $(DEB_DIR)/apimon-$(VERSION)
+	@ls $(DEB_DIR)/*.deb
+
 clean:
 	rm -rf $(BUILD)

@@ -18,8 +18,9 @@ our @EXPORT_OK = qw(agent_bin run_agent spawn_agent wait_agent models_catalog
 
 my $root = File::Spec->rel2abs(dirname(__FILE__) . '/../../..');
 
+# APIMON_AGENT: another binary (the installed package's /usr/bin/billing-agent)
 sub agent_bin {
-    my $b = ($ENV{APIMON_BUILD} // "$root/build") . '/billing-agent';
+    my $b = $ENV{APIMON_AGENT} || ($ENV{APIMON_BUILD} // "$root/build") . '/billing-agent';
     return $b;
 }
 

@@ -126,7 +126,11 @@ limit), C<manual> (weather, manual approval, no limit).
 =head1 ENVIRONMENT
 
 C<APIMON_BUILD> (default: C<build/> of the repository) holds
-C<ngx_http_apimon_module.so>. C<APIMON_NGINX> is the nginx binary (default
+C<ngx_http_apimon_module.so>. C<APIMON_MODULE_CONF>, when set, is included
+instead of the C<load_module> line of that file: the installed package's
+C<APIMON_MODULE_CONF='/etc/nginx/modules-enabled/*.conf'> (what C<.ci/run>
+does after installing the packages); the prefix then has C<modules/> linked
+to C</usr/lib/nginx/modules>, as Debian's C</usr/share/nginx> has. C<APIMON_NGINX> is the nginx binary (default
 C<nginx>). With C<APIMON_VALGRIND=1> nginx runs under valgrind (the workers,
 forked, stay under it), and C<stop> fails the test on any valgrind error or
 definite leak in any process (reports in C<logs/valgrind.PID.log> of the
@@ -166,6 +170,9 @@ sub new {
     # as root, the workers run as "nobody": they must read files under it
     chmod 0755, $self->{prefix};
     mkdir "$self->{prefix}/$_" for qw(logs tmp conf);
+    # a load file's "modules/..." is relative to the prefix: Debian's
+    # prefix links modules/ to /usr/lib/nginx/modules, and so does this one
+    symlink '/usr/lib/nginx/modules', "$self->{prefix}/modules" if $ENV{APIMON_MODULE_CONF};
     return $self;
 }
 
@@ -222,7 +229,12 @@ sub _config {
     my ($self, %o) = @_;
     my $p = $self->{prefix};
     my $module = $self->module_file;
-    croak "$module is missing: run make module" unless -f $module;
+    my $load = "load_module $module;";
+    if ($ENV{APIMON_MODULE_CONF}) {
+        $load = "include $ENV{APIMON_MODULE_CONF};";
+    } else {
+        croak "$module is missing: run make module" unless -f $module;
+    }
 
     my $redis = '';
     if (exists $o{redis_conf}) {
@@ -251,7 +263,7 @@ sub _config {
     my $server = $o{server} // '';
 
     return <<"CONF";
-load_module $module;
+$load
 
 daemon off;
 ${process}pid $p/logs/nginx.pid;
