@@ -66,6 +66,17 @@ ar_handshake(redisContext *c, const ar_addr_t *a, const char *name,
 }
 
 
+/* a password read from a file leaves no copy in freed memory */
+static void
+ar_password_free(char *p)
+{
+    if (p) {
+        explicit_bzero(p, strlen(p));
+        free(p);
+    }
+}
+
+
 redisContext *
 ar_connect(const char *addr, const char *password, char *err, size_t errlen)
 {
@@ -101,7 +112,7 @@ ar_connect(const char *addr, const char *password, char *err, size_t errlen)
         if (c) {
             redisFree(c);
         }
-        free(file_password);
+        ar_password_free(file_password);
         return NULL;
     }
 
@@ -110,10 +121,7 @@ ar_connect(const char *addr, const char *password, char *err, size_t errlen)
     redisSetTimeout(c, tv);
     rc = ar_handshake(c, &a, name, password, err, errlen);
 
-    if (file_password) {
-        explicit_bzero(file_password, strlen(file_password));
-        free(file_password);
-    }
+    ar_password_free(file_password);
 
     if (rc != 0) {
         redisFree(c);
