@@ -194,6 +194,7 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
     switch (e->state) {
 
     case LEDGER_DONE:
+        bill_settled(b, e);
         bill_outcome(b, s, i, BILL_DONE, NULL);
         return;
 
@@ -237,6 +238,9 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
         return;
     }
 
+    if (bill_attach(b, s, i) != 0) {
+        return;
+    }
     bill_key(b, s, i, key, sizeof(key));
     bill_compute(b, s, i, key, body);
     bill_send(b, s, i, field);
@@ -484,6 +488,11 @@ bill_run(redisContext *c, const bill_opts_t *o)
     apimon_period_t  *months = NULL;
     size_t            nids = 0, nmonths = 0, i;
     int               rc, mrc;
+
+    if (o->mode == BILL_MODE_RECONCILE) {
+        agent_err("reconcile: not available yet");
+        return AGENT_EXIT_CONFIG;
+    }
 
     memset(&b, 0, sizeof(b));
     b.c = c;

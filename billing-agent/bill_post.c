@@ -129,6 +129,9 @@ bill_body(bill_t *b, const bill_sub_t *s, int i, const ledger_entry_t *e,
     stripe_form_add(body, "amount", num);
     stripe_form_add(body, "currency", e->currency);
     stripe_form_add(body, "description", l->description);
+    if (e->invoice) {
+        stripe_form_add(body, "invoice", e->invoice);
+    }
     snprintf(num, sizeof(num), "%" PRId64, ps / 1000);
     stripe_form_add(body, "period[start]", num);
     snprintf(num, sizeof(num), "%" PRId64, (pe + 999) / 1000);
@@ -420,8 +423,10 @@ bill_send(bill_t *b, bill_sub_t *s, int i, const char *field)
         bill_push_line(b, s, i, field);
         return;
     }
-    printf("POST /v1/invoiceitems\tIdempotency-Key: %s\t%s\n", e->key,
-           e->body);
+    if (b->o->mode != BILL_MODE_REPORT) {
+        printf("POST /v1/invoiceitems\tIdempotency-Key: %s\t%s\n", e->key,
+               e->body);
+    }
     bill_outcome(b, s, i, e->state == LEDGER_COMPUTED ? BILL_DRY_RESUME
                                                       : BILL_DRY, NULL);
 }
@@ -480,6 +485,9 @@ bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
         }
     }
 
+    if (bill_attach(b, s, i) != 0) {
+        return;
+    }
     bill_compute(b, s, i, key, body);
     agent_log("retrying failed line %s with key %s", field, key);
     bill_send(b, s, i, field);

@@ -7,7 +7,8 @@
  *   bill_read.c     the Redis reads of a batch: plans, subscriptions and
  *                   usage (prefetched), owners' customers, ledger entries
  *   bill_post.c     exactly-once posting and reconciliation of a line
- *   bill_invoice.c  --create-invoices: one invoice per customer
+ *   bill_invoice.c  --create-invoices: one invoice per customer, holding
+ *                   exactly our items, finalized
  */
 
 #ifndef APIMON_BILL_PRIVATE_H
@@ -64,6 +65,11 @@ typedef struct {
 /* lines of one customer waiting for its invoice (--create-invoices) */
 typedef struct {
     int               blocked;       /* a line of it is unresolved */
+    int               loaded;        /* inv read from the ledger */
+    int               resume;        /* inv computed by an earlier run or
+                                        its POST's outcome unknown */
+    int               want;          /* a done line on a draft: finalize */
+    ledger_entry_t    inv;           /* "invoice|<customer>" */
     size_t            n;
     char            **fields;
     ledger_entry_t   *entries;
@@ -167,7 +173,9 @@ void bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
     abuf_t *body);
 
 /* bill_invoice.c */
+int bill_attach(bill_t *b, bill_sub_t *s, int i);
 void bill_settle(bill_t *b, bill_sub_t *s, int i, const char *field);
+void bill_settled(bill_t *b, const ledger_entry_t *e);
 void bill_block(bill_t *b, const char *customer);
 void bill_invoices(bill_t *b);
 void bill_cust_free(void *p);

@@ -367,7 +367,7 @@ stripe_scan_page(stripe_resp_t *r, const char *key, char *item,
     j = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
     data = j ? cJSON_GetObjectItemCaseSensitive(j, "data") : NULL;
     if (!cJSON_IsArray(data)) {
-        snprintf(r->error, sizeof(r->error), "invoice item list: bad JSON");
+        snprintf(r->error, sizeof(r->error), "list: bad JSON");
         cJSON_Delete(j);
         return -1;
     }
@@ -396,6 +396,14 @@ int
 stripe_find_item(stripe_t *s, const char *customer, const char *key,
     char *item, size_t itemlen, stripe_resp_t *r)
 {
+    return stripe_find(s, "invoiceitems", customer, key, item, itemlen, r);
+}
+
+
+int
+stripe_find(stripe_t *s, const char *list, const char *customer,
+    const char *key, char *item, size_t itemlen, stripe_resp_t *r)
+{
     abuf_t  path, query;
     char    last[256] = "";
     int     more = 1, rc, attempt;
@@ -413,7 +421,7 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
             stripe_form_add(&query, "starting_after", last);
         }
         abuf_reset(&path);
-        abuf_printf(&path, "/v1/invoiceitems?%s", query.data);
+        abuf_printf(&path, "/v1/%s?%s", list, query.data);
 
         /* a GET is safe to repeat: retry transient failures here */
         for (attempt = 0; ; attempt++) {

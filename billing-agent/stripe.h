@@ -76,5 +76,8 @@ void stripe_form_add(abuf_t *b, const char *key, const char *value);
  */
 int stripe_find_item(stripe_t *s, const char *customer, const char *key,
     char *item, size_t itemlen, stripe_resp_t *r);
+/* the same in another list of the customer's objects ("invoices") */
+int stripe_find(stripe_t *s, const char *list, const char *customer,
+    const char *key, char *item, size_t itemlen, stripe_resp_t *r);
 
 #endif
