@@ -218,7 +218,9 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
 
     case LEDGER_COMPUTED:
         /* an earlier run stopped here: its stored body is the truth */
-        bill_send(b, s, i, field);
+        if (bill_onto_invoice(b, s, i, field) == 0) {
+            bill_send(b, s, i, field);
+        }
         return;
 
     case LEDGER_ABSENT:
@@ -519,7 +521,9 @@ bill_run(redisContext *c, const bill_opts_t *o)
     }
 
     /* only the lock holder may truncate a report a running job writes */
-    if (report_open(&b.rep, o->report, err, sizeof(err)) != 0) {
+    if (report_open(&b.rep, o->report, err, sizeof(err)) != 0
+        || report_open_html(&b.rep, o->report_html, err, sizeof(err)) != 0)
+    {
         agent_err("%s", err);
         rc = AGENT_EXIT_CONFIG;
         goto done;

@@ -251,6 +251,13 @@ bill_inv_draft(bill_t *b, const char *customer, int *final, char *why,
 int
 bill_attach(bill_t *b, bill_sub_t *s, int i)
 {
+    return bill_attach_to(b, s, i, s->customer);
+}
+
+
+int
+bill_attach_to(bill_t *b, bill_sub_t *s, int i, const char *customer)
+{
     ledger_entry_t  *e = &s->led[i];
     const char      *id;
     char             why[600] = "";
@@ -262,7 +269,7 @@ bill_attach(bill_t *b, bill_sub_t *s, int i)
         return 0;
     }
 
-    id = bill_inv_draft(b, s->customer, &final, why, sizeof(why));
+    id = bill_inv_draft(b, customer, &final, why, sizeof(why));
     if (id) {
         e->invoice = xstrdup(id);
         return 0;
@@ -277,8 +284,8 @@ bill_attach(bill_t *b, bill_sub_t *s, int i)
         return -1;
     }
     agent_err("line %s %s not posted: customer %s: %s; rerun", s->id,
-              s->lines[i].id, s->customer, why);
-    bill_block(b, s->customer);
+              s->lines[i].id, customer, why);
+    bill_block(b, customer);
     bill_outcome(b, s, i, BILL_UNKNOWN, why);
     return -1;
 }

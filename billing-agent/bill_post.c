@@ -411,6 +411,67 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
 
 
 /*
+ * --create-invoices and a line computed by an earlier run (or agent) whose
+ * body names no invoice: if Stripe holds no item under its key, the body
+ * gets its customer's draft (invoice=) and, being another request now, a
+ * fresh key; an item found is posted already and stays pending.  0 send
+ * it, 1 settled here, -1 not now (outcome recorded) or the run stops.
+ */
+int
+bill_onto_invoice(bill_t *b, bill_sub_t *s, int i, const char *field)
+{
+    ledger_entry_t  *e = &s->led[i];
+    stripe_resp_t    r;
+    char             found[256];
+    char            *body;
+    int              rc;
+
+    if (!b->o->create_invoices || b->o->dry_run || e->body == NULL
+        || e->customer == NULL || e->customer[0] == '\0'
+        || strstr(e->body, "&invoice=") != NULL)
+    {
+        return 0;
+    }
+    if (bill_stopped(b) || bill_stripe_start(b) != 0) {
+        return -1;
+    }
+
+    stripe_resp_init(&r);
+    rc = stripe_find_item(&b->stripe, e->customer, e->key, found,
+                          sizeof(found), &r);
+    stripe_resp_free(&r);
+    if (rc < 0) {
+        bill_block(b, e->customer);
+        bill_outcome(b, s, i, BILL_UNKNOWN,
+                     "cannot list the customer's items");
+        return -1;
+    }
+    if (rc == 1) {
+        free(e->item);
+        e->item = xstrdup(found);
+        agent_log("reconciled %s: found %s, pending (not on an invoice of "
+                  "ours)", e->key, found);
+        if (bill_move(b, field, e, LEDGER_POSTED) == 0) {
+            bill_settle(b, s, i, field);
+        }
+        return 1;
+    }
+
+    if (bill_attach_to(b, s, i, e->customer) != 0) {
+        return -1;
+    }
+    if (e->invoice == NULL) {
+        return 0;                    /* the invoice is final: pending */
+    }
+    body = xmalloc(strlen(e->body) + strlen(e->invoice) + 10);
+    sprintf(body, "%s&invoice=%s", e->body, e->invoice);
+    free(e->body);
+    e->body = body;
+    return bill_rekey(b, field, e) == 0 ? 0 : -1;
+}
+
+
+/*
  * A line whose entry holds its key and body (computed now, or by a run that
  * stopped): posted, or with --dry-run the request printed instead.
  */

@@ -169,11 +169,13 @@ void bill_compute(bill_t *b, bill_sub_t *s, int i, const char *key,
     abuf_t *body);
 void bill_key(bill_t *b, const bill_sub_t *s, int i, char *buf, size_t len);
 void bill_send(bill_t *b, bill_sub_t *s, int i, const char *field);
+int bill_onto_invoice(bill_t *b, bill_sub_t *s, int i, const char *field);
 void bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
     abuf_t *body);
 
 /* bill_invoice.c */
 int bill_attach(bill_t *b, bill_sub_t *s, int i);
+int bill_attach_to(bill_t *b, bill_sub_t *s, int i, const char *customer);
 void bill_settle(bill_t *b, bill_sub_t *s, int i, const char *field);
 void bill_settled(bill_t *b, const ledger_entry_t *e);
 void bill_block(bill_t *b, const char *customer);
