@@ -228,7 +228,7 @@ bill_inv_draft(bill_t *b, const char *customer, int *final, char *why,
         /* fall through */
 
     case LEDGER_COMPUTED:
-        if (bill_stripe_start(b) != 0
+        if (bill_stripe_start(b) != 0 || bill_month_started(b) != 0
             || bill_inv_create(b, customer, c, field, why, len) != 0)
         {
             if (b->fatal && why[0] == '\0') {

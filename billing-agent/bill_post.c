@@ -355,7 +355,7 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
     int              resume;
 
     if (bill_stopped(b) || bill_lock_keep(b) != 0
-        || bill_stripe_start(b) != 0)
+        || bill_stripe_start(b) != 0 || bill_month_started(b) != 0)
     {
         return;
     }

@@ -9,6 +9,8 @@
  *   bill_post.c     exactly-once posting and reconciliation of a line
  *   bill_invoice.c  --create-invoices: one invoice per customer, holding
  *                   exactly our items, finalized
+ *   bill_reconcile.c `reconcile`: the ledger rebuilt from what the API
+ *                   holds for the month's customers
  */
 
 #ifndef APIMON_BILL_PRIVATE_H
@@ -35,6 +37,13 @@
 
 /* the ledger field recording that every line of the month is done */
 #define BILL_MONTH_FIELD     "month|done"
+/* ... that a run of the month was about to post, and that reconcile
+ * rebuilt the ledger from the API */
+#define BILL_STARTED_FIELD   "month|started"
+#define BILL_RECONCILED_FIELD "month|reconciled"
+/* hash: <YYYYMM> → ms a run first posted for the month (outlives a lost
+ * ledger) */
+#define BILL_STARTED_KEY     "apimon:bill:started"
 
 
 typedef struct {
@@ -109,6 +118,9 @@ typedef struct {
     redisContext     *c;
     redisContext     *pre;           /* prefetch connection, or NULL */
     int               ledger_empty;  /* nothing billed in the period yet */
+    int               ledger_lost;   /* a run started, the ledger is gone */
+    int               ledger_started; /* the ledger has month|started */
+    int               started;       /* month|started written this run */
     const bill_opts_t *o;
     int64_t           now_ms;        /* Redis's clock at the start */
     apimon_period_t   p;
@@ -151,6 +163,13 @@ void bill_set_period(bill_t *b, const apimon_period_t *p);
 apimon_period_t *bill_months(bill_t *b, char **ids, size_t nids, size_t *n,
     int *rc);
 int bill_month_done(bill_t *b);
+int bill_mark(bill_t *b, const char *field, const char *what);
+int bill_month_started(bill_t *b);
+int bill_ledger_lost(bill_t *b);
+
+/* bill_reconcile.c */
+void bill_reconcile_sub(bill_t *b, bill_sub_t *s);
+int bill_reconcile(bill_t *b);
 
 /* bill_read.c */
 int bill_get(bill_t *b, redisReply **r);
