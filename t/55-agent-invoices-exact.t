@@ -63,6 +63,34 @@ my @fin = grep { $_->{path} =~ m{^/v1/invoices/in_\w+/finalize$} } @req;
 is(scalar @fin, 4, 'four finalize POSTs');
 like($fin[0]{idempotency_key}, qr/^apimon-202601-invoice-cus_\w+-finalize$/, 'finalize has its own key');
 
+# every request names an operation of Stripe's API and only its declared
+# parameters (the spec's subset in ../shared, when it is there)
+SKIP: {
+    my $spec_file = $ENV{APIMON_STRIPE_OPENAPI}
+        // '../shared/stripe-openapi/spec3-2023-08-16-billing-subset.json';
+    skip 'no Stripe OpenAPI subset here', 1 unless -r $spec_file;
+    my $spec = decode_json(do { local $/; open my $f, '<', $spec_file or die; <$f> });
+    my %ops = map { $_ => 1 } @{ $spec->{operations} };
+    my @bad;
+    for my $q (@req) {
+        (my $tpl = $q->{path}) =~ s{^/v1/invoices/in_\w+}{/v1/invoices/{invoice}};
+        push(@bad, "$q->{method} $tpl: no such operation"), next
+            unless $ops{"$q->{method} $tpl"};
+        my $op = $spec->{paths}{$tpl}{ lc $q->{method} } or next;
+        my %known = map { $_->{name} => 1 } @{ $op->{parameters} // [] };
+        my $props = $op->{requestBody}{content}{'application/x-www-form-urlencoded'}{schema}{properties};
+        $known{$_} = 1 for keys %{ $props // {} };
+        my $form = $q->{method} eq 'POST' ? $q->{body} : $q->{query};
+        for my $pair (split /&/, $form // '') {
+            (my $k = $pair) =~ s/=.*//;
+            $k =~ s/%5B.*//i;
+            $k =~ s/\[.*//;
+            push @bad, "$q->{method} $tpl: $k" unless $known{$k};
+        }
+    }
+    is_deeply(\@bad, [], 'every request and parameter is declared by the API');
+}
+
 my %ledger = @{ $r->cmd('HGETALL', 'apimon:bill:202601') };
 for my $c (qw(cus_acme cus_ann cus_bob cus_kappa)) {
     is(decode_json($ledger{"invoice|$c"})->{state}, 'done', "invoice|$c done");
