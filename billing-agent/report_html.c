@@ -330,7 +330,8 @@ html_summary(report_html_t *h, const amap_t *cur, const amap_t *status)
         fprintf(h->f, "<div class=card data-minor=\"%" PRId64 "\">billed"
                 "<b>", v[i]->amount);
         esc(h->f, buf);
-        fprintf(h->f, "</b>%" PRId64 " lines</div>\n", v[i]->n);
+        fprintf(h->f, "</b>%" PRId64 " line%s</div>\n", v[i]->n,
+                v[i]->n == 1 ? "" : "s");
     }
     if (n == 0) {
         fputs("<div class=card>billed<b>nothing</b></div>\n", h->f);
@@ -340,9 +341,12 @@ html_summary(report_html_t *h, const amap_t *cur, const amap_t *status)
 
     v = sums_sorted(status, &n);
     fputs("<h2>Outcomes</h2>\n<table id=outcomes><tr><th>status</th>"
-          "<th>rows</th></tr>\n", h->f);
+          "<th>report rows</th></tr>\n", h->f);
     for (i = 0; i < n; i++) {
         fputs("<tr><td>", h->f);
+        if (v[i]->key[0] != '|') {
+            fputs("invoice ", h->f);
+        }
         esc(h->f, strchr(v[i]->key, '|') + 1);
         fprintf(h->f, "</td><td class=n>%" PRId64 "</td></tr>\n", v[i]->n);
     }
@@ -512,8 +516,9 @@ html_body(report_html_t *h)
     amap_init(&status);
     for (i = 0; i < h->n; i++) {
         l = &h->lines[i];
-        sum_add(&status, "", l->status, 1, 0);
         bl = billed(l);
+        /* an invoice row is no line: counted apart */
+        sum_add(&status, bl < 0 ? "invoice" : "", l->status, 1, 0);
         if (bl == 1) {
             sum_add(&cur, "", l->currency, 1, l->amount);
             sum_add(&plan, l->currency, l->plan, 1, l->amount);
