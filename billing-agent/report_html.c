@@ -412,16 +412,29 @@ use_cmp(const void *x, const void *y)
 
 /* one bar chart: a bar per day, scaled to the subscription's busiest day */
 static void
-html_chart(FILE *f, const html_use_t *u)
+html_chart(report_html_t *h, const html_use_t *u)
 {
-    int64_t  max = 1;
-    int      d, hgt;
+    FILE     *f = h->f;
+    int64_t   max = 1;
+    size_t    i;
+    int       d, hgt;
 
     for (d = 0; d < HTML_DAYS; d++) {
         max = u->day[d] > max ? u->day[d] : max;
     }
     fputs("<h3>", f);
     esc(f, u->sub);
+    /* its plan and customer, from its first row */
+    for (i = 0; i < h->n; i++) {
+        if (strcmp(h->lines[i].sub, u->sub) == 0) {
+            fputs(" (", f);
+            esc(f, h->lines[i].plan);
+            fputs(h->lines[i].customer[0] ? ", " : "", f);
+            esc(f, h->lines[i].customer);
+            fputs(")", f);
+            break;
+        }
+    }
     fprintf(f, ": %" PRId64 " calls, at most %" PRId64 " a day</h3>\n"
             "<svg width=%d height=70 role=img><title>calls per day</title>\n",
             u->total, max, HTML_DAYS * 14 + 2);
@@ -457,7 +470,7 @@ html_usage(report_html_t *h)
     fputs("<h2>Usage per subscription per day (accepted calls)</h2>\n",
           h->f);
     for (i = 0; i < n && i < HTML_TOP_SUBS; i++) {
-        html_chart(h->f, v[i]);
+        html_chart(h, v[i]);
     }
     if (n > HTML_TOP_SUBS) {
         fprintf(h->f, "<p>%zu more subscriptions with usage not charted."

@@ -85,7 +85,7 @@ sub check_html {
     like($html, qr{<td>rate_limited</td><td class=n>4</td>}, "$name: refusals by reason");
     like($html, qr{<td>&lt;b&gt;x&lt;/b&gt;</td><td class=n>2</td>}, "$name: the reason is escaped");
     unlike($html, qr{<b>x}, "$name: no raw markup from Redis");
-    like($html, qr{<h3>\Q$sid\E: 25 calls, at most 25 a day</h3>\n<svg }, "$name: a usage chart");
+    like($html, qr{<h3>\Q$sid\E \(geo-metered, cus_bob\): 25 calls, at most 25 a day</h3>\n<svg }, "$name: a usage chart");
     like($html, qr{<title>day 5: 25</title>}, "$name: the day's bar");
     unlike($html, qr{<script|\bsrc=|\bhref=|https?://}i, "$name: self-contained, no script");
     like($html, qr{<table id=largest>.*?<td class=m data-minor="3100">31\.00 usd</td>}s,
