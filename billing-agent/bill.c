@@ -618,7 +618,7 @@ done:
     }
     free(ids);
     free(months);
-    amap_free(&b.plans, free);
+    amap_free(&b.plans, bill_plan_free);
     amap_free(&b.owners, free);
     amap_free(&b.custs, bill_cust_free);
     if (!o->dry_run) {

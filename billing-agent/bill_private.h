@@ -48,6 +48,9 @@
 
 typedef struct {
     apimon_pricing_t  pr;
+    apimon_version_t *v;             /* apimon:plan:<name>:prices */
+    size_t            nv;
+    int               pause;         /* suspension pause */
     int               ok;
     char              label[APIMON_DISPLAY_MAX + APIMON_NAME_MAX + 4];
     char              err[APIMON_CATALOG_ERRLEN];
@@ -62,6 +65,8 @@ typedef struct {
     int64_t           start_ms;
     int64_t           end_ms;
     apimon_usage_t    use;
+    apimon_span_t    *paused;       /* its suspensions, NULL = none */
+    size_t            npaused;
     const char       *customer;     /* "" = no customer mapped */
     const bill_plan_t *bp;
     int               nlines;
@@ -174,6 +179,7 @@ int bill_reconcile(bill_t *b);
 /* bill_read.c */
 int bill_get(bill_t *b, redisReply **r);
 int bill_load_plans(bill_t *b, char *err, size_t errlen);
+void bill_plan_free(void *p);
 char **bill_sub_ids(bill_t *b, size_t *n, char *err, size_t errlen);
 void bill_batches(bill_t *b, char **ids, size_t nids);
 void bill_line_field(const bill_sub_t *s, int i, char *buf, size_t len);

@@ -29,7 +29,7 @@ bill_get(bill_t *b, redisReply **r)
 static void
 bill_append(redisContext *c, int argc, const char **argv)
 {
-    size_t  len[8];
+    size_t  len[12];
     int     i;
 
     for (i = 0; i < argc; i++) {
@@ -80,10 +80,61 @@ bill_plan_label(bill_plan_t *bp, const char *name, const redisReply *r)
 }
 
 
+/*
+ * The plan's price versions, "<ms>|<pricing>" scored by the ms each took
+ * effect (schema/README.md).  A catalog applied before versions existed
+ * has none: its one pricing is in force since ever.
+ */
+static int
+bill_plan_versions(bill_plan_t *bp, const redisReply *vr)
+{
+    const char  *bar;
+    size_t       i, n;
+    int64_t      ms;
+
+    n = vr->type == REDIS_REPLY_ARRAY ? vr->elements / 2 : 0;
+    bp->v = xcalloc(n ? n : 1, sizeof(apimon_version_t));
+    bp->nv = n ? n : 1;
+    if (n == 0) {
+        bp->v[0].pr = bp->pr;
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        const redisReply *m = vr->element[2 * i];
+
+        bar = m->type == REDIS_REPLY_STRING ? strchr(m->str, '|') : NULL;
+        if (bar == NULL || agent_parse_i64(m->str, bar - m->str, &ms) != 0
+            || apimon_pricing_parse(bar + 1, &bp->v[i].pr, bp->err,
+                                    sizeof(bp->err)) != 0)
+        {
+            if (bar == NULL || bp->err[0] == '\0') {
+                snprintf(bp->err, sizeof(bp->err), "unreadable price "
+                         "version %zu", i);
+            }
+            return -1;
+        }
+        bp->v[i].from_ms = ms;
+    }
+    return 0;
+}
+
+
+void
+bill_plan_free(void *p)
+{
+    bill_plan_t  *bp = p;
+
+    if (bp) {
+        free(bp->v);
+        free(bp);
+    }
+}
+
+
 int
 bill_load_plans(bill_t *b, char *err, size_t errlen)
 {
-    redisReply   *r, *names, *pr;
+    redisReply   *r, *names, *pr, *vr;
     bill_plan_t  *bp;
     size_t        i;
     int64_t       v;
@@ -114,31 +165,39 @@ bill_load_plans(bill_t *b, char *err, size_t errlen)
     }
 
     for (i = 0; i < names->elements; i++) {
-        redisAppendCommand(b->c, "HMGET apimon:plan:%s pricing displayName",
-                           names->element[i]->str);
+        redisAppendCommand(b->c, "HMGET apimon:plan:%s pricing displayName "
+                           "suspension", names->element[i]->str);
+        redisAppendCommand(b->c, "ZRANGE apimon:plan:%s:prices 0 -1 "
+                           "WITHSCORES", names->element[i]->str);
     }
     for (i = 0; i < names->elements; i++) {
-        if (redisGetReply(b->c, (void **) &pr) != REDIS_OK) {
+        if (redisGetReply(b->c, (void **) &pr) != REDIS_OK
+            || redisGetReply(b->c, (void **) &vr) != REDIS_OK)
+        {
             snprintf(err, errlen, "Redis: %s", b->c->errstr);
             freeReplyObject(names);
             return -1;
         }
         bp = xcalloc(1, sizeof(*bp));
         bill_plan_label(bp, names->element[i]->str, pr);
-        if (pr->type != REDIS_REPLY_ARRAY || pr->elements != 2
+        if (pr->type != REDIS_REPLY_ARRAY || pr->elements != 3
             || pr->element[0]->type != REDIS_REPLY_STRING)
         {
             snprintf(bp->err, sizeof(bp->err), "plan has no pricing");
         } else if (apimon_pricing_parse(pr->element[0]->str, &bp->pr,
-                                        bp->err, sizeof(bp->err)) == 0)
+                                        bp->err, sizeof(bp->err)) == 0
+                   && bill_plan_versions(bp, vr) == 0)
         {
             bp->ok = 1;
+            bp->pause = pr->element[2]->type == REDIS_REPLY_STRING
+                        && strcmp(pr->element[2]->str, "pause") == 0;
         }
         if (!bp->ok) {
             agent_err("plan %s: %s", names->element[i]->str, bp->err);
         }
         amap_put(&b->plans, names->element[i]->str, bp);
         freeReplyObject(pr);
+        freeReplyObject(vr);
     }
 
     freeReplyObject(names);
@@ -225,6 +284,47 @@ sub_time(bill_sub_t *s, const redisReply *r, const char *name, int64_t *out)
 }
 
 
+/*
+ * The spans it was suspended: "<from>-<to>,..." (ms) and, while suspended,
+ * suspendedAt (subscription_state).  An unreadable span is skipped: it
+ * would only ever charge a day more, never less.
+ */
+static void
+sub_suspensions(bill_sub_t *s, const redisReply *list, const redisReply *at)
+{
+    const char  *p, *dash, *comma;
+    size_t       n = 1;
+    int64_t      a, z;
+
+    if (list && list->type == REDIS_REPLY_STRING) {
+        for (p = list->str; *p; p++) {
+            n += *p == ',';
+        }
+        n++;
+    }
+    s->paused = xcalloc(n, sizeof(apimon_span_t));
+    for (p = list && list->type == REDIS_REPLY_STRING ? list->str : "";
+         *p; p = *comma ? comma + 1 : comma)
+    {
+        comma = strchr(p, ',');
+        comma = comma ? comma : p + strlen(p);
+        dash = memchr(p, '-', comma - p);
+        if (dash && agent_parse_i64(p, dash - p, &a) == 0
+            && agent_parse_i64(dash + 1, comma - dash - 1, &z) == 0 && a < z)
+        {
+            s->paused[s->npaused].start_ms = a;
+            s->paused[s->npaused++].end_ms = z;
+        }
+    }
+    if (at && at->type == REDIS_REPLY_STRING
+        && agent_parse_i64(at->str, at->len, &a) == 0)
+    {
+        s->paused[s->npaused].start_ms = a;           /* still suspended */
+        s->paused[s->npaused++].end_ms = INT64_MAX;
+    }
+}
+
+
 /* one month's usage hash, by the usage rule of the pricing room */
 static void
 bill_usage(bill_t *b, bill_sub_t *s, const redisReply *u)
@@ -250,9 +350,9 @@ bill_send_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
 {
     static const char  *fields[] = {
         "HMGET", NULL, "owner_kind", "owner", "plan", "state", "startTime",
-        "endTime"
+        "endTime", "suspensions", "suspendedAt"
     };
-    const char         *argv[8];
+    const char         *argv[10];
     char                key[128], ukey[160];
     size_t              i;
 
@@ -261,7 +361,7 @@ bill_send_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
         snprintf(key, sizeof(key), "apimon:sub:{%s}", subs[i].id);
         snprintf(ukey, sizeof(ukey), "%s:usage:%s", key, b->ym);
         argv[1] = key;
-        bill_append(c, 8, argv);
+        bill_append(c, 10, argv);
         argv[0] = "HGETALL";
         argv[1] = ukey;
         bill_append(c, 2, argv);
@@ -283,7 +383,7 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 8) {
             subs[i].owner_kind = reply_dup(r->element[0]);
             subs[i].owner = reply_dup(r->element[1]);
             subs[i].plan = reply_dup(r->element[2]);
@@ -291,6 +391,7 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             sub_time(&subs[i], r->element[4], "startTime",
                      &subs[i].start_ms);
             sub_time(&subs[i], r->element[5], "endTime", &subs[i].end_ms);
+            sub_suspensions(&subs[i], r->element[6], r->element[7]);
         }
         freeReplyObject(r);
 
@@ -366,8 +467,9 @@ bill_read_owners(bill_t *b, bill_sub_t *subs, size_t n)
 static void
 bill_price(bill_t *b, bill_sub_t *s)
 {
-    char  why[APIMON_PRICE_ERRLEN];
-    int   nl;
+    char              why[APIMON_PRICE_ERRLEN];
+    int               nl;
+    apimon_history_t  h;
 
     s->nlines = 0;
     s->bp = s->plan ? amap_get(&b->plans, s->plan) : NULL;
@@ -377,9 +479,13 @@ bill_price(bill_t *b, bill_sub_t *s)
     if (apimon_active_days(&b->p, s->start_ms, s->end_ms) == 0) {
         return;
     }
-    nl = apimon_price_why(&s->bp->pr, &b->p, s->start_ms, s->end_ms,
-                          s->use.calls, s->bp->label, s->lines,
-                          APIMON_MAX_LINES, why, sizeof(why));
+    h.v = s->bp->v;
+    h.nv = s->bp->nv;
+    h.paused = s->bp->pause ? s->paused : NULL;
+    h.npaused = s->bp->pause ? s->npaused : 0;
+    nl = apimon_price_history(&h, &b->p, s->start_ms, s->end_ms,
+                              s->use.calls, s->bp->label, s->lines,
+                              APIMON_MAX_LINES, why, sizeof(why));
     s->nlines = nl < 0 ? -1 : nl;
     if (nl < 0) {
         snprintf(s->why, sizeof(s->why), "plan %.*s: %s", APIMON_NAME_MAX,
@@ -455,6 +561,7 @@ bill_sub_free(bill_sub_t *s)
     free(s->owner);
     free(s->plan);
     free(s->state);
+    free(s->paused);
     for (i = 0; i < APIMON_MAX_LINES; i++) {
         ledger_entry_free(&s->led[i]);
     }

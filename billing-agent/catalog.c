@@ -515,7 +515,8 @@ static const char *const f_catalog[] = { "$schema", "products", "plans",
 static const char *const f_product[] = { "name", "displayName",
     "description", "apis", "defaultPlan", NULL };
 static const char *const f_plan[] = { "name", "product", "displayName",
-    "description", "approval", "rateLimit", "quota", "pricing", NULL };
+    "description", "approval", "suspension", "rateLimit", "quota", "pricing",
+    NULL };
 static const char *const f_rate[] = { "limit", "per", NULL };
 static const char *const f_quota[] = { "limit", "period", NULL };
 
@@ -629,6 +630,7 @@ static int
 read_plan(const cJSON *obj, const char *path, apimon_plan_t *pl, err_t *e)
 {
     static const char *const approvals[] = { "auto", "manual", NULL };
+    static const char *const suspensions[] = { "charge", "pause", NULL };
     char          p[PATH_LEN];
     int           rc;
     const cJSON  *pricing;
@@ -642,6 +644,8 @@ read_plan(const cJSON *obj, const char *path, apimon_plan_t *pl, err_t *e)
             &pl->description, e) != 0
         || get_enum(obj, "approval", path, 0, approvals, "auto, manual",
             &pl->manual, e) < 0
+        || get_enum(obj, "suspension", path, 0, suspensions, "charge, pause",
+            &pl->pause, e) < 0
         || read_rate(obj, path, pl, e) != 0
         || read_quota(obj, path, pl, e) != 0)
     {

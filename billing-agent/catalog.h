@@ -35,6 +35,8 @@ typedef struct {
     char             *display_name;  /* never NULL: "" when absent */
     char             *description;   /* never NULL: "" when absent */
     int               manual;        /* approval: 0 auto (default), 1 manual */
+    int               pause;         /* suspension: 0 charge (default), 1
+                                        pause: suspended days not charged */
     /* the plan limits exactly as the Redis plan hash spells them */
     int64_t           rate_n;        /* rateLimit.limit, 0 = none */
     int64_t           rate_w;        /* window seconds 1/60/3600, 0 = none */

@@ -51,6 +51,8 @@ static const char  *usage_text =
 "                           from Redis and the ledger, posting nothing\n"
 "\n"
 "options:\n"
+"  --effective DATE         catalog apply: the prices take effect then\n"
+"                           (YYYY-MM-DD or RFC 3339, UTC; default now)\n"
 "  --redis ADDR             host[:port], [ipv6][:port] or unix:/path, then\n"
 "                           db=N password_file=F connect_timeout=T as in\n"
 "                           apimon_redis, one argument (env APIMON_REDIS,\n"
@@ -96,6 +98,7 @@ static const char  *usage_text =
 typedef struct {
     const char  *redis;
     const char  *key_file;
+    int64_t      effective_ms;   /* catalog apply --effective, 0 = now */
     bill_opts_t  bill;
 } agent_conf_t;
 
@@ -269,8 +272,8 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     apimon_catalog_t   cat;
     redisContext      *c;
     redisReply        *r;
-    char               err[APIMON_CATALOG_ERRLEN], now[24];
-    const char        *argv[2];
+    char               err[APIMON_CATALOG_ERRLEN], now[24], eff[24];
+    const char        *argv[3];
     char              *text;
     size_t             len;
     int                rc;
@@ -298,7 +301,9 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     snprintf(now, sizeof(now), "%lld", (long long) agent_now_ms());
     argv[0] = text;
     argv[1] = now;
-    r = ar_script(c, APIMON_SCRIPT_CATALOG_APPLY, 0, argv, 2);
+    snprintf(eff, sizeof(eff), "%lld", (long long) conf->effective_ms);
+    argv[2] = eff;
+    r = ar_script(c, APIMON_SCRIPT_CATALOG_APPLY, 0, argv, 3);
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         rc = script_failed(c, r, "catalog apply");
@@ -513,7 +518,7 @@ enum {
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
     OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
     OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION, OPT_DRAFT,
-    OPT_FINALIZE, OPT_REPORT_HTML
+    OPT_FINALIZE, OPT_REPORT_HTML, OPT_EFFECTIVE
 };
 
 static const struct option  long_opts[] = {
@@ -531,6 +536,7 @@ static const struct option  long_opts[] = {
     { "draft", no_argument, NULL, OPT_DRAFT },
     { "finalize", no_argument, NULL, OPT_FINALIZE },
     { "report-html", required_argument, NULL, OPT_REPORT_HTML },
+    { "effective", required_argument, NULL, OPT_EFFECTIVE },
     { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED },
     { "max-rps", required_argument, NULL, OPT_MAX_RPS },
     { "stripe-key-file", required_argument, NULL, OPT_KEY_FILE },
@@ -606,6 +612,15 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
             break;
         case OPT_REPORT_HTML:
             conf->bill.report_html = optarg;
+            break;
+        case OPT_EFFECTIVE:
+            if (apimon_time_parse(optarg, &conf->effective_ms) != 0
+                || conf->effective_ms < 946684800000LL)
+            {
+                return usage_error("--effective %s: not a date YYYY-MM-DD "
+                                   "or an RFC 3339 time from 2000 on",
+                                   optarg);
+            }
             break;
         case OPT_RETRY_FAILED:
             conf->bill.retry_failed = 1;

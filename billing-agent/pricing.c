@@ -853,3 +853,315 @@ apimon_price_why(const apimon_pricing_t *pricing, const apimon_period_t *p,
     }
     return (int) c.n;
 }
+
+
+/* ---- price versions and suspensions ------------------------------------ */
+
+#define DAY_MS  86400000LL
+
+/* the days of the period each version prices: in the term, and charged
+ * (not wholly inside a paused span) */
+typedef struct {
+    int      term[APIMON_MAX_VERSIONS];
+    int      charged[APIMON_MAX_VERSIONS];
+    int      nterm;                  /* versions with a term day */
+    int      last;                   /* the version of the last term day */
+    int      all_term;
+    int      all_charged;
+} days_t;
+
+/* [a, b) wholly covered by the spans (any order, overlaps allowed) */
+static int
+covered(const apimon_history_t *h, int64_t a, int64_t b)
+{
+    size_t  i;
+    int     moved = 1;
+
+    /* at most npaused passes, each moving a forward past one span */
+    while (moved && a < b) {
+        moved = 0;
+        for (i = 0; i < h->npaused; i++) {
+            if (h->paused[i].start_ms <= a && h->paused[i].end_ms > a) {
+                a = h->paused[i].end_ms;
+                moved = 1;
+            }
+        }
+    }
+    return a >= b;
+}
+
+static void
+count_days(const apimon_history_t *h, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, days_t *d)
+{
+    int64_t  ds, a, b;
+    size_t   v = 0;
+    int      i;
+
+    memset(d, 0, sizeof(*d));
+    d->last = -1;
+    for (i = 0; i < p->days; i++) {
+        ds = p->start_ms + i * DAY_MS;
+        while (v + 1 < h->nv && h->v[v + 1].from_ms <= ds) {
+            v++;
+        }
+        a = start_ms > ds ? start_ms : ds;
+        b = (end_ms != 0 && end_ms < ds + DAY_MS) ? end_ms : ds + DAY_MS;
+        if (a >= b) {
+            continue;
+        }
+        if (d->term[v]++ == 0) {
+            d->nterm++;
+        }
+        d->last = (int) v;
+        d->all_term++;
+        if (!covered(h, a, b)) {
+            d->charged[v]++;
+            d->all_charged++;
+        }
+    }
+}
+
+/* the line called id among n, or NULL */
+static apimon_line_t *
+line_of(apimon_line_t *l, int n, const char *id)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        if (strcmp(l[i].id, id) == 0) {
+            return &l[i];
+        }
+    }
+    return NULL;
+}
+
+/* the fee across versions, with its description */
+static int
+history_fee(const apimon_history_t *h, const apimon_period_t *p,
+    const days_t *d, const char *label, apimon_line_t *out)
+{
+    apimon_price_ctx_t  c;
+    int64_t             num = 0, t, step;
+    char                tail[160], amt[40];
+    size_t              v;
+    int                 parts = 0;
+
+    step = apimon_currency_step(h->v[d->last].pr.currency);
+    say(tail, sizeof(tail), "%d of %d days", d->all_charged, p->days);
+    for (v = 0; v < h->nv; v++) {
+        const apimon_pricing_t *pr = &h->v[v].pr;
+
+        if (d->charged[v] == 0 || !(apimon_model(pr->model)->uses
+                                    & APIMON_USES_AMOUNT)
+            || pr->model == APIMON_MODEL_PACKAGE)
+        {
+            continue;
+        }
+        if (mul(pr->amount, d->charged[v], &t) != 0
+            || add(num, t, &num) != 0)
+        {
+            return -1;
+        }
+        if (d->nterm > 1) {
+            apimon_format_amount(pr->amount, pr->currency, amt, sizeof(amt));
+            append(tail, sizeof(tail), "%s%d at %s", parts++ ? " + " : ": ",
+                d->charged[v], amt);
+        }
+    }
+    if (d->all_charged < d->all_term) {
+        append(tail, sizeof(tail), " (%d suspended not charged)",
+            d->all_term - d->all_charged);
+    }
+    memset(&c, 0, sizeof(c));
+    c.p = p;
+    c.label = label ? label : "";
+    c.lines = out;
+    c.nlines = 1;
+    return emit(&c, "fee", d->all_charged,
+        apimon_round_half_up(num, p->days * step) * step, tail);
+}
+
+/* a usage line across versions: weighted by term days, rounded once */
+static int
+history_weigh(const apimon_history_t *h, const days_t *d,
+    apimon_line_t all[][APIMON_MAX_LINES], const int *nl,
+    apimon_line_t *out)
+{
+    int64_t         num = 0, t, step;
+    apimon_line_t  *l;
+    size_t          v;
+    size_t          len;
+
+    step = apimon_currency_step(h->v[d->last].pr.currency);
+    for (v = 0; v < h->nv; v++) {
+        l = d->term[v] ? line_of(all[v], nl[v], out->id) : NULL;
+        if (l != NULL && (mul(l->amount, d->term[v], &t) != 0
+                          || add(num, t, &num) != 0))
+        {
+            return -1;
+        }
+    }
+    out->amount = apimon_round_half_up(num, (int64_t) d->all_term * step)
+                  * step;
+    len = strlen(out->description);
+    if (len + 40 < sizeof(out->description)) {
+        say(out->description + len, sizeof(out->description) - len,
+            " (%d price versions by day)", d->nterm);
+    }
+    return 0;
+}
+
+static int
+history_merge(const apimon_history_t *h, const apimon_period_t *p,
+    const days_t *d, const char *label, apimon_line_t all[][APIMON_MAX_LINES],
+    const int *nl, apimon_line_t *lines, size_t nlines)
+{
+    size_t  v, n = 0;
+    int     i;
+
+    /* every line any version writes, the latest version's text first */
+    for (v = h->nv; v-- > 0;) {
+        for (i = 0; d->term[v] && i < nl[v]; i++) {
+            if (line_of(lines, (int) n, all[v][i].id) != NULL) {
+                continue;
+            }
+            if (n >= nlines) {
+                return -1;
+            }
+            lines[n] = all[v][i];
+            if (strcmp(lines[n].id, "fee") == 0
+                ? history_fee(h, p, d, label, &lines[n]) != 0
+                : d->nterm > 1
+                  && history_weigh(h, d, all, nl, &lines[n]) != 0)
+            {
+                return -1;
+            }
+            n++;
+        }
+    }
+    return (int) n;
+}
+
+int
+apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
+    apimon_line_t *lines, size_t nlines, char *err, size_t errlen)
+{
+    static apimon_line_t  all[APIMON_MAX_VERSIONS][APIMON_MAX_LINES];
+    int                   nl[APIMON_MAX_VERSIONS], n;
+    days_t                d;
+    size_t                v;
+
+    if (h == NULL || h->nv < 1 || p == NULL) {
+        return fail(err, errlen, "nothing to price");
+    }
+    if (h->nv > APIMON_MAX_VERSIONS) {
+        return fail(err, errlen, "more than %d price versions",
+            APIMON_MAX_VERSIONS);
+    }
+    if (p->days < 28 || p->days > 31) {
+        return fail(err, errlen, "the period is not a calendar month");
+    }
+    count_days(h, p, start_ms, end_ms, &d);
+    if (d.last < 0) {
+        d.last = (int) h->nv - 1;            /* no term day: the latest */
+    }
+    if (d.nterm <= 1 && d.all_charged == d.all_term) {
+        return apimon_price_why(&h->v[d.last].pr, p, start_ms, end_ms, calls,
+            plan_name, lines, nlines, err, errlen);
+    }
+    for (v = 0; v < h->nv; v++) {
+        nl[v] = 0;
+        if (d.term[v] == 0) {
+            continue;
+        }
+        if (strcmp(h->v[v].pr.currency, h->v[d.last].pr.currency) != 0) {
+            return fail(err, errlen, "the price changed currency within "
+                "the period (%s to %s)", h->v[v].pr.currency,
+                h->v[d.last].pr.currency);
+        }
+        nl[v] = apimon_price_why(&h->v[v].pr, p, start_ms, end_ms, calls,
+            plan_name, all[v], APIMON_MAX_LINES, err, errlen);
+        if (nl[v] < 0) {
+            return -1;
+        }
+    }
+    n = history_merge(h, p, &d, plan_name, all, nl, lines, nlines);
+    return n < 0 ? fail(err, errlen, "a line's amount does not fit a 64-bit "
+        "integer, or too few lines") : n;
+}
+
+
+/* digits of s[0..n), all of them; -1 if any is not one */
+static int64_t
+dig(const char *s, int n)
+{
+    int64_t  v = 0;
+    int      i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+int
+apimon_time_parse(const char *s, int64_t *ms)
+{
+    apimon_period_t  p;
+    char             ym[8];
+    int64_t          d, hh = 0, mi = 0, ss = 0, frac = 0, off = 0, scale;
+    const char      *t;
+
+    if (s == NULL || strlen(s) < 10 || s[4] != '-' || s[7] != '-') {
+        return -1;
+    }
+    memcpy(ym, s, 7);
+    ym[7] = '\0';
+    d = dig(s + 8, 2);
+    if (apimon_period_parse(ym, &p) != 0 || d < 1 || d > p.days) {
+        return -1;
+    }
+    t = s + 10;
+    if (*t != '\0') {
+        if ((*t != 'T' && *t != 't') || strlen(t) < 10 || t[3] != ':'
+            || t[6] != ':')
+        {
+            return -1;
+        }
+        hh = dig(t + 1, 2);
+        mi = dig(t + 4, 2);
+        ss = dig(t + 7, 2);
+        if (hh < 0 || hh > 23 || mi < 0 || mi > 59 || ss < 0 || ss > 59) {
+            return -1;
+        }
+        t += 9;
+        if (*t == '.') {
+            for (t++, scale = 100; *t >= '0' && *t <= '9'; t++) {
+                frac += (*t - '0') * scale;
+                scale /= 10;
+            }
+            if (t[-1] == '.') {
+                return -1;
+            }
+        }
+        if ((*t == 'Z' || *t == 'z') && t[1] == '\0') {
+            off = 0;
+        } else if ((*t == '+' || *t == '-') && strlen(t) == 6 && t[3] == ':'
+                   && dig(t + 1, 2) >= 0 && dig(t + 1, 2) <= 23
+                   && dig(t + 4, 2) >= 0 && dig(t + 4, 2) <= 59)
+        {
+            off = (dig(t + 1, 2) * 60 + dig(t + 4, 2)) * 60000;
+            off = *t == '-' ? -off : off;
+        } else {
+            return -1;
+        }
+    }
+    *ms = p.start_ms + (d - 1) * DAY_MS + ((hh * 60 + mi) * 60 + ss) * 1000
+          + frac - off;
+    return 0;
+}

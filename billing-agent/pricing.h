@@ -202,4 +202,51 @@ int apimon_currency_exponent(const char *currency);
 void apimon_format_amount(int64_t minor, const char *currency, char *buf,
     size_t len);
 
+/*
+ * Price versions and suspensions (docs/pricing.md, "Price changes" and
+ * "Suspended subscriptions").
+ */
+
+/* one version of a plan's prices, in force from from_ms on (the first is
+ * in force before its from_ms too) */
+typedef struct {
+    int64_t           from_ms;
+    apimon_pricing_t  pr;
+} apimon_version_t;
+
+/* [start_ms, end_ms) */
+typedef struct {
+    int64_t           start_ms;
+    int64_t           end_ms;
+} apimon_span_t;
+
+#define APIMON_MAX_VERSIONS  64     /* per period: more is refused */
+
+/* what a subscription's period is priced with beside its usage */
+typedef struct {
+    const apimon_version_t *v;      /* ascending from_ms, nv >= 1 */
+    size_t                  nv;
+    const apimon_span_t    *paused; /* suspended spans not charged for
+                                       fees (suspension pause); NULL = none */
+    size_t                  npaused;
+} apimon_history_t;
+
+/*
+ * apimon_price_why across the versions in force in the period: a day is
+ * priced with the version in force at its start (00:00 UTC).  The fee is
+ * round_half_up(sum of each version's amount x its charged days / days in
+ * the month), a charged day being a day of the term not wholly inside a
+ * paused span; every other line is each version's line for the whole
+ * period weighted by the days of the term each was in force, rounded once.
+ * With one version and no paused day it is exactly apimon_price_why.
+ * Versions in different currencies within one period are refused.
+ */
+int apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
+    apimon_line_t *lines, size_t nlines, char *err, size_t errlen);
+
+/* "2026-11-16" (00:00 UTC) or RFC 3339 "2026-11-16T10:00:00Z",
+ * "...T10:00:00.5+02:00" → ms since the epoch; -1 if malformed */
+int apimon_time_parse(const char *text, int64_t *ms);
+
 #endif

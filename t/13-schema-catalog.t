@@ -31,7 +31,7 @@ is_deeply({ @{ $r->cmd('HGETALL', 'apimon:product:weather') } },
 my %plan = @{ $r->cmd('HGETALL', 'apimon:plan:weather-bronze') };
 is_deeply($J->decode(delete $plan{pricing}), { model => 'flat', currency => 'usd', amount => 2900 }, 'plan pricing JSON');
 is_deeply($J->decode(delete $plan{json}), $fixture->{plans}[1], 'plan json is the whole object');
-is_deeply(\%plan, { name => 'weather-bronze', product => 'weather', displayName => 'Bronze', approval => 'auto',
+is_deeply(\%plan, { name => 'weather-bronze', product => 'weather', displayName => 'Bronze', approval => 'auto', suspension => 'charge',
                     rate_n => 5, rate_w => 1, quota_n => 1000, quota_unit => 'month' }, 'plan hash');
 my %gold = @{ $r->cmd('HGETALL', 'apimon:plan:weather-gold') };
 is($gold{approval}, 'manual', 'manual approval stored');

@@ -4,6 +4,9 @@ return apimon_run(function()
 apimon_schema_check()
 local text = ARGV[1]
 local now = apimon_now(ARGV[2])
+-- ARGV[3]: when this catalog's prices take effect (ms; empty or 0: now)
+local eff = now
+if ARGV[3] and ARGV[3] ~= '' and ARGV[3] ~= '0' then eff = apimon_time_arg(ARGV[3], 'effective') end
 
 local ok, doc = pcall(cjson.decode, text or '')
 if not ok or type(doc) ~= 'table' then apimon_err('bad_request', 'catalog: not a JSON object') end
@@ -90,6 +93,9 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
   for _, k in ipairs(MONEY) do
     if pr[k] ~= nil and not is_int(pr[k], 0) then bad(path .. '.pricing.' .. k, 'must be an integer >= 0') end
   end
+  local susp = p.suspension
+  if susp == nil or susp == cjson.null then susp = 'charge' end
+  if susp ~= 'charge' and susp ~= 'pause' then bad(path .. '.suspension', 'must be charge or pause') end
   if pr.tiers ~= nil then
     for j, t in ipairs(list(pr.tiers, path .. '.pricing.tiers')) do
       if type(t) ~= 'table' then bad(path .. '.pricing.tiers[' .. (j - 1) .. ']', 'must be an object') end
@@ -98,7 +104,7 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
   plans[p.name] = {
     name = p.name, product = p.product,
     displayName = opt_string(p.displayName, path .. '.displayName'),
-    approval = approval, rate_n = rn, rate_w = rw, quota_n = qn, quota_unit = qu,
+    approval = approval, suspension = susp, rate_n = rn, rate_w = rw, quota_n = qn, quota_unit = qu,
     pricing = cjson.encode(pr), json = cjson.encode(p),
   }
 end
@@ -129,7 +135,7 @@ end
 local old_plans = redis.call('SMEMBERS', 'apimon:plans')
 local old = {}
 for _, name in ipairs(old_plans) do
-  local h = redis.call('HMGET', 'apimon:plan:' .. name, 'product', 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
+  local h = redis.call('HMGET', 'apimon:plan:' .. name, 'product', 'rate_n', 'rate_w', 'quota_n', 'quota_unit', 'pricing')
   local used = redis.call('SCARD', 'apimon:plan:' .. name .. ':subs')
   old[name] = h
   if used > 0 then
@@ -156,7 +162,7 @@ for _, name in ipairs(old_products) do
 end
 for _, name in ipairs(old_plans) do
   if not plans[name] then
-    redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs')
+    redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs', 'apimon:plan:' .. name .. ':prices')
     redis.call('SREM', 'apimon:plans', name)
   end
 end
@@ -167,12 +173,31 @@ for name, p in pairs(products) do
     'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans))
   redis.call('SADD', 'apimon:products', name)
 end
+-- Price versions: member "<ms>|<pricing>" scored by the ms it takes effect.
+-- A plan met for the first time has its price since ever (0); from eff on,
+-- this catalog's price replaces every version there was.  The hash keeps
+-- the price in force now.
+local function price_versions(k, p, o)
+  local vk = k .. ':prices'
+  if redis.call('EXISTS', vk) == 0 then
+    redis.call('ZADD', vk, 0, '0|' .. ((o and o[6]) or p.pricing))
+  end
+  redis.call('ZREMRANGEBYSCORE', vk, fmt(eff), '+inf')
+  local last = redis.call('ZREVRANGEBYSCORE', vk, '(' .. fmt(eff), '-inf', 'LIMIT', 0, 1)[1]
+  if not last or last:match('^%d+|(.*)$') ~= p.pricing then
+    redis.call('ZADD', vk, eff, fmt(eff) .. '|' .. p.pricing)
+  end
+  local cur = redis.call('ZREVRANGEBYSCORE', vk, fmt(now), '-inf', 'LIMIT', 0, 1)[1]
+  return cur and cur:match('^%d+|(.*)$') or p.pricing
+end
+
 for name, p in pairs(plans) do
   local k = 'apimon:plan:' .. name
+  local pricing = price_versions(k, p, old[name])
   redis.call('DEL', k)
   redis.call('HSET', k, 'name', name, 'product', p.product, 'displayName', p.displayName,
-    'approval', p.approval, 'rate_n', fmt(p.rate_n), 'rate_w', fmt(p.rate_w),
-    'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', p.pricing, 'json', p.json)
+    'approval', p.approval, 'suspension', p.suspension, 'rate_n', fmt(p.rate_n), 'rate_w', fmt(p.rate_w),
+    'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', pricing, 'json', p.json)
   redis.call('SADD', 'apimon:plans', name)
   -- Refresh the limits mirrored into subscriptions when they changed.
   local o = old[name]

@@ -20,6 +20,18 @@ if not t.from[h.state] then
   apimon_err('conflict', 'cannot ' .. action .. ' a subscription that is ' .. tostring(h.state))
 end
 redis.call('HSET', sk, 'state', t.to, 'lastModifiedAt', fmt(now))
+-- The agent needs the suspended intervals (plans with suspension pause):
+-- suspendedAt while suspended, then "<from>-<to>" appended to suspensions.
+if t.to == 'suspended' then
+  redis.call('HSET', sk, 'suspendedAt', fmt(now))
+elseif h.state == 'suspended' then
+  local from = tonumber(h.suspendedAt)
+  if from and from < now then
+    local list = h.suspensions or ''
+    redis.call('HSET', sk, 'suspensions', list .. (list ~= '' and ',' or '') .. fmt(from) .. '-' .. fmt(now))
+  end
+  redis.call('HDEL', sk, 'suspendedAt')
+end
 local et = tonumber(h.endTime) or 0
 if action == 'expire' or (action == 'cancel' and (et == 0 or et > now)) then
   redis.call('HSET', sk, 'endTime', fmt(now))
