@@ -83,6 +83,9 @@ ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
         p = ngx_cpymem(p, b->pos, b->last - b->pos);
     }
 
+    ctx->raw_body.data = text;
+    ctx->raw_body.len = (size_t) size;
+
     ctx->body = cJSON_ParseWithLengthOpts((char *) text, (size_t) size, &end,
                                           0);
 

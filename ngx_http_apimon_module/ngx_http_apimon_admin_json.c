@@ -239,6 +239,9 @@ ngx_http_apimon_admin_product_find(cJSON *catalog, ngx_str_t *want)
 cJSON *
 ngx_http_apimon_admin_owner_json(cJSON *raw)
 {
+    /* the version is the ETag header's */
+    cJSON_DeleteItemFromObjectCaseSensitive(raw, "ver");
+
     return raw;
 }
 

@@ -72,6 +72,11 @@ ngx_http_apimon_admin_products_reply(ngx_http_request_t *r,
 
     cJSON_Delete(catalog);
 
+    if (out && ngx_http_apimon_admin_etag_json(r, out) != NGX_OK) {
+        cJSON_Delete(out);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
 }
 
@@ -118,14 +123,17 @@ ngx_http_apimon_admin_owners_reply(ngx_http_request_t *r,
 }
 
 
-/* the body for owner_put: the fields as sent, the id from the path */
+/*
+ * owner_put: the fields as sent (the id from the path), and If-Match, which
+ * an update compares with the record in the same call
+ */
 
 static ngx_int_t
 ngx_http_apimon_admin_owner_put(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *mode)
 {
     char       *text;
-    ngx_str_t   args[2];
+    ngx_str_t   args[3];
 
     text = cJSON_PrintUnformatted(ctx->body);
     if (text == NULL) {
@@ -146,7 +154,9 @@ ngx_http_apimon_admin_owner_put(ngx_http_request_t *r,
     args[1].data = (u_char *) mode;
     args[1].len = ngx_strlen(mode);
 
-    return ngx_http_apimon_admin_script(r, ctx, NULL, args, 2,
+    ngx_http_apimon_admin_if_match(r, &args[2]);
+
+    return ngx_http_apimon_admin_script(r, ctx, NULL, args, 3,
                                         ngx_http_apimon_admin_owner_reply);
 }
 
@@ -204,6 +214,12 @@ ngx_http_apimon_admin_owner_reply(ngx_http_request_t *r,
     cJSON  *json;
 
     json = ngx_http_apimon_admin_parse(r, reply);
+
+    if (json && ngx_http_apimon_admin_etag(r, json) != NGX_OK) {
+        cJSON_Delete(json);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     json = json ? ngx_http_apimon_admin_owner_json(json) : NULL;
 
     if (ctx->status == NGX_HTTP_CREATED
@@ -258,6 +274,11 @@ ngx_http_apimon_admin_owner_hash_reply(ngx_http_request_t *r,
 
     raw = ngx_http_apimon_admin_hash_json(reply);
     if (raw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_apimon_admin_etag(r, raw) != NGX_OK) {
+        cJSON_Delete(raw);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -385,10 +406,10 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
     ngx_int_t   rc;
-    ngx_str_t   key, args[7];
+    ngx_str_t   key, args[10];
 
     /* subscription_create: id, product, plan, the two key digests,
-     * startTime, endTime */
+     * startTime, endTime, the Idempotency-Key's three */
 
     rc = ngx_http_apimon_admin_body_string(r, ctx, "apiproduct", 1, &args[1]);
     if (rc != NGX_OK) {
@@ -446,9 +467,14 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    rc = ngx_http_apimon_admin_idem_args(r, ctx, &args[7]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     ctx->status = NGX_HTTP_CREATED;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, args, 7,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 10,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -474,7 +500,14 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_action(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
-    ngx_str_t  key;
+    ngx_str_t  key, args[2];
+
+    if (ngx_http_apimon_admin_idem_header(r, &key) == NGX_OK) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "Idempotency-Key: taken by a purchase "
+                                     "and :regenerate only (an action is "
+                                     "guarded by If-Match)");
+    }
 
     if (!ngx_http_apimon_admin_is(&ctx->action, "activate")
         && !ngx_http_apimon_admin_is(&ctx->action, "suspend")
@@ -492,9 +525,12 @@ ngx_http_apimon_admin_sub_action(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    args[0] = ctx->action;
+    ngx_http_apimon_admin_if_match(r, &args[1]);
+
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, &ctx->action, 1,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -503,8 +539,9 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
+    ngx_int_t   rc;
     ngx_uint_t  slot;
-    ngx_str_t   key, args[2];
+    ngx_str_t   key, args[6];
 
     ngx_memcpy(ctx->sub_id, ctx->name.data, NGX_HTTP_APIMON_SUB_ID_LEN);
 
@@ -517,24 +554,48 @@ ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
     }
 
     args[0] = ctx->action;
+    ngx_http_apimon_admin_if_match(r, &args[2]);
+
+    rc = ngx_http_apimon_admin_idem_args(r, ctx, &args[3]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 6,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
 
-/* the subscription, with the keys made by this request (shown only here) */
+/*
+ * the subscription, with the keys made by this request (shown only here)
+ * or, replayed for its Idempotency-Key, by the first one
+ */
 
 static ngx_int_t
 ngx_http_apimon_admin_sub_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    char    key[NGX_HTTP_APIMON_KEY_MAX_LEN + 1];
-    cJSON  *raw, *out;
+    char       key[NGX_HTTP_APIMON_KEY_MAX_LEN + 1];
+    cJSON     *raw, *out;
+    ngx_int_t  rc;
 
     raw = ngx_http_apimon_admin_parse(r, reply);
-    out = raw ? ngx_http_apimon_admin_sub_json(raw) : NULL;
+    if (raw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_apimon_admin_idem_replay(r, ctx, raw);
+
+    if (rc == NGX_DONE || rc == NGX_ERROR
+        || ngx_http_apimon_admin_etag(r, raw) != NGX_OK)
+    {
+        cJSON_Delete(raw);
+        return (rc == NGX_DONE) ? rc : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out = ngx_http_apimon_admin_sub_json(raw);
     cJSON_Delete(raw);
 
     if (out == NULL) {

@@ -182,6 +182,7 @@ for name, p in pairs(plans) do
     for _, id in ipairs(redis.call('SMEMBERS', k .. ':subs')) do
       redis.call('HSET', 'apimon:sub:{' .. id .. '}', 'apis', apis, 'rate_n', fmt(p.rate_n),
         'rate_w', fmt(p.rate_w), 'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit)
+      redis.call('HINCRBY', 'apimon:sub:{' .. id .. '}', 'ver', 1)
       sub_policy_sync('apimon:sub:{' .. id .. '}')
     end
   end

@@ -1,9 +1,9 @@
 -- owner_put: create or update a developer or an app group (the owner of
 -- the leading arguments). ARGV: 1-5 apimon_mgmt_args, 6 JSON of fields,
--- 7 mode (create|update).
+-- 7 mode (create|update), 8 If-Match (optional, update only).
 return apimon_run(function()
 apimon_schema_check()
-local m, text, mode = apimon_mgmt_args()
+local m, text, mode, cond = apimon_mgmt_args()
 local kind, id, now = m.kind, m.owner, m.now
 
 -- settable fields per kind; the id field itself may be repeated if equal
@@ -47,6 +47,7 @@ local before = hash_table(redis.call('HGETALL', key))
 local exists = before[spec.idf] ~= nil
 if mode == 'create' and exists then apimon_err('conflict', kind .. ' ' .. id .. ' already exists') end
 if mode == 'update' and not exists then apimon_err('not_found', 'no such ' .. kind .. ' ' .. id) end
+if mode == 'update' then apimon_if_match(before, cond, kind) end
 
 if mode == 'create' then
   redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now))
@@ -55,6 +56,7 @@ if mode == 'create' then
 end
 for k, v in pairs(set) do redis.call('HSET', key, k, v) end
 redis.call('HSET', key, 'lastModifiedAt', fmt(now))
+redis.call('HINCRBY', key, 'ver', 1)
 local after = hash_table(redis.call('HGETALL', key))
 apimon_audit(m.who, m.addr, now, kind .. '.' .. mode, id, exists and before or nil, after)
 return cjson.encode(after)

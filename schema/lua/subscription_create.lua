@@ -2,11 +2,15 @@
 -- product's default plan); mirrors the plan limits and the product's APIs
 -- into the subscription hash and indexes it. ARGV: 1-5 apimon_mgmt_args
 -- (the owner buys), 6 id, 7 product, 8 plan, 9 primary digest, 10 secondary
--- digest, 11 startTime (0 = now), 12 endTime (0 = open-ended).
+-- digest, 11 startTime (0 = now), 12 endTime (0 = open-ended), 13-15 the
+-- Idempotency-Key's digest, the request's fingerprint and the sealed keys
+-- (lib.lua idem_replay; all optional).
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
-local m, id, product, plan, kp, ks, st, et = apimon_mgmt_args()
+local m, id, product, plan, kp, ks, st, et, idem, fp, sealed = apimon_mgmt_args()
+local replay = idem_replay(idem, fp)
+if replay then return replay end
 local kind, owner, now = m.kind, m.owner, m.now
 plan, kp, ks, st, et = plan or '', kp or '', ks or '', st or '0', et or '0'
 local start, stop = now, 0
@@ -51,7 +55,7 @@ if p[1] ~= product then apimon_err('bad_request', 'plan ' .. plan .. ' is not a 
 
 local state = p[2] == 'manual' and 'submitted' or 'active'
 redis.call('HSET', sk, 'id', id, 'owner_kind', kind, 'owner', owner, 'product', product, 'plan', plan,
-  'state', state, 'startTime', fmt(start), 'endTime', fmt(stop), 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
+  'state', state, 'ver', '1', 'startTime', fmt(start), 'endTime', fmt(stop), 'createdAt', fmt(now), 'lastModifiedAt', fmt(now),
   'kp', kp, 'ks', ks, 'apis', apis, 'rate_n', p[3], 'rate_w', p[4], 'quota_n', p[5], 'quota_unit', p[6])
 sub_policy_sync(sk)
 redis.call('SADD', 'apimon:subs', id)
@@ -59,5 +63,6 @@ redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', id)
 redis.call('ZADD', 'apimon:' .. kind .. ':' .. owner .. ':subs', now, id)
 local after = sub_public(hash_table(redis.call('HGETALL', sk)))
 apimon_audit(m.who, m.addr, now, 'subscription.create', id, nil, after)
+idem_store(idem, fp, after, sealed)
 return cjson.encode(after)
 end)

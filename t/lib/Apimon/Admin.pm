@@ -134,7 +134,8 @@ sub problem_ok {
     Test::More::is($res->{json}{status}, $status, "$name: status member");
     Test::More::like($res->{json}{detail} // '', $detail, "$name: detail");
     my %code = (400 => 'bad_request', 401 => 'unauthorized', 403 => 'forbidden', 404 => 'not_found',
-                405 => 'method_not_allowed', 409 => 'conflict', 413 => 'body_too_large',
+                405 => 'method_not_allowed', 409 => 'conflict', 412 => 'precondition_failed',
+                413 => 'body_too_large', 415 => 'unsupported_media_type', 422 => 'idempotency_mismatch',
                 503 => 'redis_unavailable');
     Test::More::is($res->{json}{type} // '', "tag:apimon,2026:" . ($code{$status} // 'internal'),
                    "$name: type");
