@@ -154,6 +154,8 @@ ngx_int_t ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
 ngx_int_t ngx_http_apimon_admin_body_string(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_uint_t required,
     ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_body_json(ngx_http_request_t *r,
+    cJSON *json, ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_body_time(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_arg(ngx_http_request_t *r, char *name,

@@ -57,6 +57,35 @@ ngx_http_apimon_admin_copy_number(cJSON *to, char *name, cJSON *from,
 }
 
 
+/*
+ * "attributes", kept by the scripts as JSON text, as the array it holds
+ * (none: []); "to" may be "from"
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_attributes(cJSON *to, cJSON *from)
+{
+    cJSON  *item, *list;
+
+    item = cJSON_GetObjectItemCaseSensitive(from, "attributes");
+    list = cJSON_IsString(item) ? cJSON_Parse(item->valuestring) : NULL;
+
+    if (!cJSON_IsArray(list)) {
+        cJSON_Delete(list);
+        list = cJSON_CreateArray();
+    }
+
+    cJSON_DeleteItemFromObjectCaseSensitive(to, "attributes");
+
+    if (list == NULL || !cJSON_AddItemToObject(to, "attributes", list)) {
+        cJSON_Delete(list);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* a subscription hash (as JSON) -> the public, Apigee-shaped resource */
 
 cJSON *
@@ -96,6 +125,11 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
     ngx_http_apimon_admin_copy_string(out, "createdAt", raw, "createdAt");
     ngx_http_apimon_admin_copy_string(out, "lastModifiedAt", raw,
                                       "lastModifiedAt");
+
+    if (ngx_http_apimon_admin_attributes(out, raw) != NGX_OK) {
+        cJSON_Delete(out);
+        return NULL;
+    }
 
     quota = cJSON_GetObjectItemCaseSensitive(raw, "quota");
 
@@ -241,6 +275,14 @@ ngx_http_apimon_admin_owner_json(cJSON *raw)
 {
     /* the version is the ETag header's */
     cJSON_DeleteItemFromObjectCaseSensitive(raw, "ver");
+
+    /* a record from before owners had a status */
+    if (!cJSON_HasObjectItem(raw, "status")) {
+        cJSON_AddStringToObject(raw, "status", "active");
+    }
+
+    /* raw is the resource: on a failure it goes without its attributes */
+    (void) ngx_http_apimon_admin_attributes(raw, raw);
 
     return raw;
 }

@@ -132,24 +132,11 @@ static ngx_int_t
 ngx_http_apimon_admin_owner_put(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *mode)
 {
-    char       *text;
     ngx_str_t   args[3];
 
-    text = cJSON_PrintUnformatted(ctx->body);
-    if (text == NULL) {
+    if (ngx_http_apimon_admin_body_json(r, ctx->body, &args[0]) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    args[0].len = ngx_strlen(text);
-    args[0].data = ngx_pnalloc(r->pool, args[0].len);
-
-    if (args[0].data == NULL) {
-        cJSON_free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(args[0].data, text, args[0].len);
-    cJSON_free(text);
 
     args[1].data = (u_char *) mode;
     args[1].len = ngx_strlen(mode);
@@ -405,11 +392,13 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
+    cJSON      *attrs;
     ngx_int_t   rc;
-    ngx_str_t   key, args[10];
+    ngx_str_t   key, args[11];
 
     /* subscription_create: id, product, plan, the two key digests,
-     * startTime, endTime, the Idempotency-Key's three */
+     * startTime, endTime, the Idempotency-Key's three, attributes (JSON,
+     * checked by the script) */
 
     rc = ngx_http_apimon_admin_body_string(r, ctx, "apiproduct", 1, &args[1]);
     if (rc != NGX_OK) {
@@ -472,9 +461,18 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
         return rc;
     }
 
+    attrs = cJSON_GetObjectItemCaseSensitive(ctx->body, "attributes");
+    ngx_str_set(&args[10], "");
+
+    if (attrs && ngx_http_apimon_admin_body_json(r, attrs, &args[10])
+                 != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->status = NGX_HTTP_CREATED;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, args, 10,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 11,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -492,6 +490,29 @@ ngx_http_apimon_admin_sub_get(ngx_http_request_t *r,
     ctx->status = NGX_HTTP_OK;
 
     return ngx_http_apimon_admin_script(r, ctx, &key, NULL, 0,
+                                        ngx_http_apimon_admin_sub_reply);
+}
+
+
+/* PUT: its attributes (subscription_put checks the members) */
+
+static ngx_int_t
+ngx_http_apimon_admin_sub_update(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx)
+{
+    ngx_str_t  key, args[2];
+
+    if (ngx_http_apimon_admin_body_json(r, ctx->body, &args[0]) != NGX_OK
+        || ngx_http_apimon_admin_sub_key_name(r, &ctx->name, &key) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_apimon_admin_if_match(r, &args[1]);
+
+    ctx->status = NGX_HTTP_OK;
+
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -846,7 +867,7 @@ ngx_http_apimon_admin_audit_reply(ngx_http_request_t *r,
 static char  *ngx_http_apimon_admin_no_fields[] = { NULL };
 
 static char  *ngx_http_apimon_admin_purchase_fields[] = {
-    "apiproduct", "plan", "startTime", "endTime", NULL
+    "apiproduct", "plan", "startTime", "endTime", "attributes", NULL
 };
 
 
@@ -893,6 +914,10 @@ ngx_http_apimon_admin_route_t  ngx_http_apimon_admin_routes[] = {
     { ngx_string("GET"), "{owners}/{owner}/subscriptions/{sub}",
       ngx_http_apimon_admin_sub_get, APIMON_SCRIPT_SUBSCRIPTION_VIEW,
       NGX_HTTP_APIMON_ADMIN_NO_BODY, NULL },
+
+    { ngx_string("PUT"), "{owners}/{owner}/subscriptions/{sub}",
+      ngx_http_apimon_admin_sub_update, APIMON_SCRIPT_SUBSCRIPTION_PUT,
+      NGX_HTTP_APIMON_ADMIN_BODY, NULL },
 
     { ngx_string("POST"), "{owners}/{owner}/subscriptions/{sub}:{action}",
       ngx_http_apimon_admin_sub_action, APIMON_SCRIPT_SUBSCRIPTION_STATE,

@@ -168,3 +168,40 @@ local function idem_store(hex, fp, answer, sealed)
   redis.call('HSET', key, 'fp', fp, 'answer', cjson.encode(answer), 'sealed', sealed or '')
   redis.call('PEXPIRE', key, IDEM_TTL)
 end
+
+-- Custom attributes, Apigee's shape: [{"name": ..., "value": ...}], at most
+-- 18, names 1-255 bytes and unique, values strings of at most 2048 bytes
+-- (Apigee's limits). Returns the JSON text kept in the record's
+-- "attributes" field ('[]' for none: cjson would write {}).
+local ATTR_MAX, ATTR_NAME_MAX, ATTR_VALUE_MAX = 18, 255, 2048
+local function apimon_attributes(v, path)
+  if v == cjson.null then return '[]' end
+  if type(v) ~= 'table' then apimon_err('bad_request', path .. ': must be an array of {"name", "value"}') end
+  local n = 0
+  for k in pairs(v) do
+    if type(k) ~= 'number' then apimon_err('bad_request', path .. ': must be an array of {"name", "value"}') end
+    n = n + 1
+  end
+  if n > ATTR_MAX then apimon_err('bad_request', path .. ': at most ' .. ATTR_MAX .. ' attributes') end
+  local seen, out = {}, {}
+  for i = 1, n do
+    local a, at = v[i], path .. '[' .. (i - 1) .. ']'
+    if type(a) ~= 'table' then apimon_err('bad_request', at .. ': must be an object {"name", "value"}') end
+    for k in pairs(a) do
+      if k ~= 'name' and k ~= 'value' then apimon_err('bad_request', at .. '.' .. tostring(k) .. ': unknown field') end
+    end
+    if type(a.name) ~= 'string' or #a.name < 1 or #a.name > ATTR_NAME_MAX then
+      apimon_err('bad_request', at .. '.name: must be a string of 1 to ' .. ATTR_NAME_MAX .. ' bytes')
+    end
+    local val = a.value
+    if val == nil or val == cjson.null then val = '' end
+    if type(val) ~= 'string' or #val > ATTR_VALUE_MAX then
+      apimon_err('bad_request', at .. '.value: must be a string of at most ' .. ATTR_VALUE_MAX .. ' bytes')
+    end
+    if seen[a.name] then apimon_err('bad_request', at .. '.name: duplicate attribute ' .. a.name) end
+    seen[a.name] = true
+    out[i] = { name = a.name, value = val }
+  end
+  if n == 0 then return '[]' end
+  return cjson.encode(out)
+end

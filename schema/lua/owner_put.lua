@@ -6,11 +6,15 @@ apimon_schema_check()
 local m, text, mode, cond = apimon_mgmt_args()
 local kind, id, now = m.kind, m.owner, m.now
 
--- settable fields per kind; the id field itself may be repeated if equal
+-- settable fields per kind; the id field itself may be repeated if equal;
+-- ro: read-only (ignored, so that a fetched record can be sent back)
 local FIELDS = {
-  developer = { idf = 'email', list = { 'firstName', 'lastName', 'userName', 'customer' } },
-  appgroup = { idf = 'name', list = { 'displayName', 'customer' } },
+  developer = { idf = 'email', list = { 'firstName', 'lastName', 'userName', 'customer' }, ro = 'developerId' },
+  appgroup = { idf = 'name', list = { 'displayName', 'customer' }, ro = 'appGroupId' },
 }
+-- Apigee owner fields apimon does not keep: refused by name
+local NOT_KEPT = { apps = true, companies = true, organizationName = true, appFamily = true,
+                   accessType = true, channelUri = true, channelId = true, organization = true }
 local spec = FIELDS[kind]
 if not spec then apimon_err('bad_request', 'kind must be developer or appgroup') end
 if not valid_owner(kind, id) then
@@ -27,10 +31,15 @@ local set = {}
 for k, v in pairs(body) do
   if k == spec.idf then
     if v ~= id then apimon_err('bad_request', k .. ': cannot be changed') end
-  elseif k == 'createdAt' or k == 'lastModifiedAt' then
+  elseif k == 'createdAt' or k == 'lastModifiedAt' or k == spec.ro then
     -- read-only; ignored so a fetched record can be sent back
   elseif k == 'attributes' then
-    apimon_err('bad_request', 'attributes: not supported (custom attributes are not stored yet)')
+    set.attributes = apimon_attributes(v, 'attributes')
+  elseif k == 'status' then
+    if v ~= 'active' and v ~= 'inactive' then apimon_err('bad_request', 'status: must be active or inactive') end
+    set.status = v
+  elseif NOT_KEPT[k] then
+    apimon_err('bad_request', k .. ': not supported (an Apigee field apimon does not keep)')
   elseif not allowed[k] then
     apimon_err('bad_request', tostring(k) .. ': unknown field')
   elseif v == cjson.null then
@@ -50,7 +59,7 @@ if mode == 'update' and not exists then apimon_err('not_found', 'no such ' .. ki
 if mode == 'update' then apimon_if_match(before, cond, kind) end
 
 if mode == 'create' then
-  redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now))
+  redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now), 'status', 'active', 'attributes', '[]')
   for _, f in ipairs(spec.list) do redis.call('HSET', key, f, '') end
   redis.call('ZADD', 'apimon:' .. kind .. 's', 0, id)
 end
