@@ -130,7 +130,8 @@ curl -sS -H "$H" -H "Content-Type: application/json" -X POST "$A/developers" \
 echo
 
 step "purchase weather-bronze (the keys are shown this once)"
-sub=$(curl -sS -H "$H" -H "Content-Type: application/json" -X POST "$A/developers/ann@example.com/subscriptions" \
+sub=$(curl -sS -H "$H" -H "Content-Type: application/json" \
+      -X POST "$A/developers/ann@example.com/subscriptions" \
       -d '{"apiproduct": "weather", "plan": "weather-bronze"}')
 echo "$sub" | sed 's/"\(primary\|secondary\)":"\(ak2_[a-z0-9]\{8\}\)[a-z0-9]*"/"\1":"\2…"/g'
 key=$(echo "$sub" | sed 's/.*"primary":"\([^"]*\)".*/\1/')
