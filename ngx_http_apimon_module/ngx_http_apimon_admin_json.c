@@ -167,12 +167,37 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
  * product gets (defaultPlan: declared, or the only plan).
  */
 
+/* a catalog object with the lifecycle and attributes members it omits */
+
+static cJSON *
+ngx_http_apimon_admin_catalog_item(cJSON *item, char *flag, cJSON *dflt)
+{
+    cJSON  *out;
+
+    out = cJSON_Duplicate(item, 1);
+
+    if (out && !cJSON_HasObjectItem(out, flag)) {
+        cJSON_AddItemToObject(out, flag, dflt);
+        dflt = NULL;
+    }
+
+    cJSON_Delete(dflt);
+
+    if (out && !cJSON_HasObjectItem(out, "attributes")) {
+        cJSON_AddArrayToObject(out, "attributes");
+    }
+
+    return out;
+}
+
+
 cJSON *
 ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
 {
-    cJSON  *out, *list, *plan, *owner, *name, *only;
+    cJSON  *out, *list, *plan, *owner, *name, *only, *item;
 
-    out = cJSON_Duplicate(product, 1);
+    out = ngx_http_apimon_admin_catalog_item(product, "state",
+                                             cJSON_CreateString("active"));
     if (out == NULL) {
         return NULL;
     }
@@ -192,7 +217,9 @@ ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
         if (cJSON_IsString(owner) && cJSON_IsString(name)
             && ngx_strcmp(owner->valuestring, name->valuestring) == 0)
         {
-            cJSON_AddItemToArray(list, cJSON_Duplicate(plan, 1));
+            item = ngx_http_apimon_admin_catalog_item(plan, "retired",
+                                                      cJSON_CreateFalse());
+            cJSON_AddItemToArray(list, item);
             only = plan;
         }
     }

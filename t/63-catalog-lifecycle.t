@@ -50,6 +50,11 @@ my $p = $api->get('/apiproducts/weather')->{json};
 is_deeply($p->{attributes}, [ { name => 'category', value => 'gold' } ], 'product attributes shown');
 my ($bronze) = grep { $_->{name} eq 'weather-bronze' } @{ $p->{plans} };
 is_deeply($bronze->{attributes}, [ { name => 'type', value => 'prepaid' } ], 'plan attributes shown');
+is($p->{state}, 'active', 'a product without state shows active');
+is($J->encode($bronze->{retired}), 'false', 'a plan without retired shows false');
+my ($free) = grep { $_->{name} eq 'weather-free' } @{ $p->{plans} };
+is_deeply($free->{attributes}, [], 'a plan without attributes shows []');
+is_deeply($api->get('/apiproducts/maps')->{json}{attributes}, [], 'a product without attributes shows []');
 like(apply_err(doc(sub { $_[0]{products}[0]{attributes} = [ { name => 'a', value => 'x' x 2049 } ] })),
      qr/products\[0\]\.attributes\[0\]\.value: must be a string of at most 2048 bytes/, 'catalog: a bad product attribute');
 like(apply_err(doc(sub { plan_of($_[0], 'weather-free')->{attributes} = [ map { { name => "n$_" } } 1 .. 19 ] })),
