@@ -91,6 +91,7 @@ ngx_http_apimon_admin_idem_args(ngx_http_request_t *r,
 {
     u_char                            *p;
     size_t                             len;
+    ngx_int_t                          rc;
     ngx_str_t                          key;
     ngx_uint_t                         i;
     u_char                             text[NGX_HTTP_APIMON_IDEM_TEXT];
@@ -152,11 +153,11 @@ ngx_http_apimon_admin_idem_args(ngx_http_request_t *r,
         }
     }
 
-    i = ngx_http_apimon_admin_idem_crypt(r, ctx, 1, text, len, sealed);
+    rc = ngx_http_apimon_admin_idem_crypt(r, ctx, 1, text, len, sealed);
     ngx_explicit_memzero(text, sizeof(text));
 
-    if (i != NGX_OK) {
-        return i;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     len += NGX_HTTP_APIMON_IDEM_IV + NGX_HTTP_APIMON_IDEM_TAG;
