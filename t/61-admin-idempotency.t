@@ -122,6 +122,19 @@ Apimon::Admin::problem_ok($api->post("$base/keys/secondary:regenerate", undef, %
                           qr/^Idempotency-Key: the answer kept for it cannot be opened/, 'a tampered record: 409 (:regenerate)');
 is($api->call($new)->{status}, 200, 'the tampered replay changed nothing');
 
+# --- without apimon_key_secret_file nothing can be sealed: the header is refused
+{
+    my $r2 = Apimon::Redis->start;
+    $r2->apply_catalog(Apimon::Redis::catalog_fixture());
+    my $n2 = Apimon::Admin::start_nginx($r2, key_secret => undef);
+    my $api2 = Apimon::Admin->new(nginx => $n2);
+    $api2->post('/developers', { email => 'ann@example.com' });
+    Apimon::Admin::problem_ok($api2->post("$DEV/subscriptions", $body, %K), 400,
+                              qr/^Idempotency-Key: needs apimon_key_secret_file/, 'no key secret: refused');
+    is($r2->cmd('SCARD', 'apimon:subs'), 0, 'no key secret: nothing bought');
+    is($api2->post("$DEV/subscriptions", $body)->{status}, 201, 'no key secret: a purchase without the header works');
+}
+
 my $log = Apimon::Admin::own_log($n);
 unlike($log, qr/\Q$ps\E/, 'no key in the error log');
 unlike($log, qr/\[(alert|emerg)\]/, 'no alerts');
