@@ -10,6 +10,7 @@ use warnings;
 use Test::More;
 use POSIX qw(floor);
 use JSON::PP;
+use File::Temp ();
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Apimon::Redis;
@@ -126,7 +127,20 @@ is($act{'plan.retire weather-free'}{who}, 'catalog', 'the audit names who applie
 
 # --- the billing agent, a month past the removed plan
 SKIP: {
-    skip 'billing-agent not built', 2 unless -x Apimon::Agent::agent_bin();
+    skip 'billing-agent not built', 4 unless -x Apimon::Agent::agent_bin();
+    # the agent applies a file with the lifecycle members and attributes
+    my ($fh, $file) = File::Temp::tempfile(UNLINK => 1, SUFFIX => '.json');
+    print $fh doc(sub {
+        $_[0]{products}[1]{state} = 'inactive';
+        $_[0]{products}[0]{attributes} = [ { name => 'tier', value => 'a' } ];
+        $_[0]{plans} = [ grep { $_->{name} ne 'weather-bronze' } @{ $_[0]{plans} } ];
+        plan_of($_[0], 'weather-free')->{retired} = JSON::PP::true;
+        plan_of($_[0], 'weather-free')->{attributes} = [];
+    });
+    close $fh;
+    my $ap = run_agent(env => agent_env($r, undef), args => [ 'catalog', 'apply', $file ]);
+    is($ap->{rc}, 0, 'billing-agent catalog apply takes state, retired and attributes') or diag $ap->{err};
+    is($api->get('/apiproducts/weather')->{json}{attributes}[0]{name}, 'tier', 'applied');
     my $stripe = Apimon::Stripe->start;
     my @t = gmtime(floor(month_start(1) / 1000));
     my $last = sprintf('%04d-%02d', $t[5] + 1900, $t[4] + 1);
