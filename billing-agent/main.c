@@ -273,7 +273,7 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     redisContext      *c;
     redisReply        *r;
     char               err[APIMON_CATALOG_ERRLEN], now[24], eff[24];
-    const char        *argv[3];
+    const char        *argv[4];
     char              *text;
     size_t             len;
     int                rc;
@@ -302,8 +302,9 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     argv[0] = text;
     argv[1] = now;
     snprintf(eff, sizeof(eff), "%lld", (long long) conf->effective_ms);
-    argv[2] = eff;
-    r = ar_script(c, APIMON_SCRIPT_CATALOG_APPLY, 0, argv, 3);
+    argv[2] = "";                           /* who: the default */
+    argv[3] = eff;
+    r = ar_script(c, APIMON_SCRIPT_CATALOG_APPLY, 0, argv, 4);
 
     if (r == NULL || r->type == REDIS_REPLY_ERROR) {
         rc = script_failed(c, r, "catalog apply");
