@@ -150,8 +150,8 @@ bill_outcome(bill_t *b, bill_sub_t *s, int i, bill_out_e o,
     row.customer = s->customer;
     row.owner = owner;
     row.plan = s->plan;
-    row.model = s->bp ? apimon_model_name(s->bp->pr.model) : "";
-    row.currency = s->bp ? s->bp->pr.currency : "";
+    row.model = s->pr ? apimon_model_name(s->pr->model) : "";
+    row.currency = s->pr ? s->pr->currency : "";
     row.error = error;
 
     if (e) {

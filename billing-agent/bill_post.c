@@ -171,7 +171,7 @@ bill_compute(bill_t *b, bill_sub_t *s, int i, const char *key, abuf_t *body)
     e->error = NULL;
     e->customer = xstrdup(s->customer);
     e->amount = s->lines[i].amount;
-    snprintf(e->currency, sizeof(e->currency), "%s", s->bp->pr.currency);
+    snprintf(e->currency, sizeof(e->currency), "%s", s->pr->currency);
     e->key = xstrdup(key);
     bill_body(b, s, i, e, body);
     e->body = xstrndup(body->data, body->len);

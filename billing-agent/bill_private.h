@@ -69,6 +69,8 @@ typedef struct {
     size_t            npaused;
     const char       *customer;     /* "" = no customer mapped */
     const bill_plan_t *bp;
+    const apimon_pricing_t *pr;     /* the version its lines are priced in
+                                       (currency, model); bp's else */
     int               nlines;
     char              why[APIMON_PRICE_ERRLEN + APIMON_NAME_MAX + 8];
                                     /* set: not priced, and why */

@@ -473,6 +473,7 @@ bill_price(bill_t *b, bill_sub_t *s)
 
     s->nlines = 0;
     s->bp = s->plan ? amap_get(&b->plans, s->plan) : NULL;
+    s->pr = s->bp ? &s->bp->pr : NULL;
     if (s->bp == NULL || !s->bp->ok || s->why[0]) {
         return;
     }
@@ -483,6 +484,7 @@ bill_price(bill_t *b, bill_sub_t *s)
     h.nv = s->bp->nv;
     h.paused = s->bp->pause ? s->paused : NULL;
     h.npaused = s->bp->pause ? s->npaused : 0;
+    s->pr = apimon_history_pricing(&h, &b->p, s->start_ms, s->end_ms);
     nl = apimon_price_history(&h, &b->p, s->start_ms, s->end_ms,
                               s->use.calls, s->bp->label, s->lines,
                               APIMON_MAX_LINES, why, sizeof(why));

@@ -1065,7 +1065,9 @@ apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
     }
     count_days(h, p, start_ms, end_ms, &d);
     if (d.last < 0) {
-        d.last = (int) h->nv - 1;            /* no term day: the latest */
+        /* no term day: the latest in force in the period */
+        d.last = (int) (apimon_history_pricing(h, p, start_ms, end_ms)
+                        - &h->v[0].pr);
     }
     if (d.nterm <= 1 && d.all_charged == d.all_term) {
         return apimon_price_why(&h->v[d.last].pr, p, start_ms, end_ms, calls,
@@ -1090,6 +1092,27 @@ apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
     n = history_merge(h, p, &d, plan_name, all, nl, lines, nlines);
     return n < 0 ? fail(err, errlen, "a line's amount does not fit a 64-bit "
         "integer, or too few lines") : n;
+}
+
+
+const apimon_pricing_t *
+apimon_history_pricing(const apimon_history_t *h, const apimon_period_t *p,
+    int64_t start_ms, int64_t end_ms)
+{
+    days_t  d;
+    size_t  v;
+
+    if (h == NULL || h->nv < 1 || h->nv > APIMON_MAX_VERSIONS || p == NULL) {
+        return NULL;
+    }
+    count_days(h, p, start_ms, end_ms, &d);
+    if (d.last >= 0) {
+        return &h->v[d.last].pr;
+    }
+    for (v = h->nv - 1; v > 0 && h->v[v].from_ms >= p->end_ms; v--) {
+        /* scheduled after the period */
+    }
+    return &h->v[v].pr;
 }
 
 

@@ -245,6 +245,12 @@ int apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines, char *err, size_t errlen);
 
+/* the version that prices the period's last day of the term [start_ms,
+ * end_ms) (the latest in force in the period when none): the currency and
+ * model its lines are in */
+const apimon_pricing_t *apimon_history_pricing(const apimon_history_t *h,
+    const apimon_period_t *p, int64_t start_ms, int64_t end_ms);
+
 /* "2026-11-16" (00:00 UTC) or RFC 3339 "2026-11-16T10:00:00Z",
  * "...T10:00:00.5+02:00" → ms since the epoch; -1 if malformed */
 int apimon_time_parse(const char *text, int64_t *ms);

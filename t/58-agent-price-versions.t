@@ -125,4 +125,16 @@ $run = run_agent(env => $env, args => ['bill', '--period', '2026-09', '--dry-run
 is($run->{rc}, 1, 'September across currencies: exit 1');
 like($run->{err}, qr/changed currency within the period \(usd to eur\)/, '... and says why');
 
+# the month before a change of currency: its lines, ledger and report in
+# the currency they were priced in, not the one in force now
+$run = apply(catalog(2900, 7), '--effective', '2026-09-01');
+is($run->{rc}, 0, 'back to usd from September') or diag $run->{err};
+$run = apply(catalog(3900, 9, currency => 'eur'), '--effective', '2026-10-01');
+is($run->{rc}, 0, 'eur from October') or diag $run->{err};
+my $sep = bill('2026-09');
+is($sep->{"$flat->{id}|fee"}{currency}, 'usd', 'September: posted in usd');
+my $led = decode_json($r->cmd('HGET', 'apimon:bill:202609', "$flat->{id}|fee"));
+is($led->{currency}, 'usd', 'September: the ledger entry says usd');
+is($led->{amount}, '2900', 'September: 29.00');
+
 done_testing;
