@@ -272,7 +272,7 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     apimon_catalog_t   cat;
     redisContext      *c;
     redisReply        *r;
-    char               err[APIMON_CATALOG_ERRLEN], now[24], eff[24];
+    char               err[APIMON_CATALOG_ERRLEN], now[24], eff[32];
     const char        *argv[4];
     char              *text;
     size_t             len;
@@ -313,6 +313,10 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
                path, r->type == REDIS_REPLY_INTEGER ? r->integer
                      : (r->str ? atoll(r->str) : 0LL),
                cat.nproducts, cat.nplans);
+        if (conf->effective_ms) {
+            agent_iso_time(conf->effective_ms, eff, sizeof(eff));
+            printf("prices effective %s\n", eff);
+        }
         agent_log("catalog %s applied", path);
         freeReplyObject(r);
         rc = AGENT_EXIT_OK;
@@ -322,6 +326,38 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
     apimon_catalog_free(&cat);
     free(text);
     return rc;
+}
+
+
+/* a plan's price versions (apimon:plan:<name>:prices), oldest first */
+static void
+show_prices(redisContext *c, const char *plan)
+{
+    redisReply  *r;
+    const char  *bar;
+    char         ts[32];
+    size_t       i;
+    int64_t      ms;
+
+    r = redisCommand(c, "ZRANGE apimon:plan:%s:prices 0 -1", plan);
+    for (i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        bar = strchr(r->element[i]->str, '|');
+        if (bar == NULL
+            || agent_parse_i64(r->element[i]->str, bar - r->element[i]->str,
+                               &ms) != 0)
+        {
+            continue;
+        }
+        if (ms == 0) {
+            snprintf(ts, sizeof(ts), "ever");
+        } else {
+            agent_iso_time(ms, ts, sizeof(ts));
+        }
+        printf("  price since %s: %s\n", ts, bar + 1);
+    }
+    if (r) {
+        freeReplyObject(r);
+    }
 }
 
 
@@ -343,6 +379,7 @@ show_plans(redisContext *c, cJSON *doc)
         if (r) {
             freeReplyObject(r);
         }
+        show_prices(c, name->valuestring);
     }
 }
 
@@ -723,6 +760,13 @@ main(int argc, char **argv)
     if (nargs == 0) {
         fputs(usage_text, stderr);
         return AGENT_EXIT_CONFIG;
+    }
+
+    if (conf.effective_ms
+        && (nargs != 3 || strcmp(args[0], "catalog") != 0
+            || strcmp(args[1], "apply") != 0))
+    {
+        return usage_error("--effective: only with catalog apply%s", "");
     }
 
     if (strcmp(args[0], "catalog") == 0) {

@@ -75,10 +75,16 @@ for my $bad ('2026-11-31', '16/11/2026', '2026-11-16T10:00', '1999-12-31') {
     like($run->{err}, qr/--effective \Q$bad\E: not a date/, "--effective $bad: names the option");
 }
 is($r->cmd('HGET', 'apimon:catalog', 'version'), 1, 'bad --effective: nothing applied');
+for my $cmd (['bill', '--dry-run'], ['catalog', 'show']) {
+    my $run = run_agent(env => $env, args => [@$cmd, '--effective', '2026-11-16']);
+    is($run->{rc}, 2, "--effective with @$cmd: exit 2");
+    like($run->{err}, qr/--effective: only with catalog apply/, "--effective with @$cmd: says so");
+}
 
 # 29.00 -> 39.00 (and 7 -> 9 a unit) on 2026-11-16, applied after the fact
 my $run = apply(catalog(3900, 9), '--effective', '2026-11-16');
 is($run->{rc}, 0, 'apply --effective 2026-11-16: exit 0') or diag $run->{err};
+like($run->{out}, qr/^prices effective 2026-11-16T00:00:00Z$/m, 'apply: prints when the prices take effect');
 is_deeply(versions(), [ [ 0, 2900 ], [ ms('2026-11-16'), 3900 ] ], 'two versions, the second from the 16th');
 is(decode_json($r->cmd('HGET', 'apimon:plan:geo-flat', 'pricing'))->{amount}, 3900,
     'the plan hash shows the price in force now');
@@ -104,6 +110,9 @@ is(scalar @{ versions() }, 3, 'the scheduled version is stored');
 is(versions()->[2][1], 4900, '... with its price');
 is(decode_json($r->cmd('HGET', 'apimon:plan:geo-flat', 'pricing'))->{amount}, 3900,
     'scheduled: the price in force now is still 39.00');
+$run = run_agent(env => $env, args => ['catalog', 'show']);
+like($run->{out}, qr/^plan geo-flat: 2 subscriptions\n  price since ever: \{[^\n]*"amount":2900[^\n]*\n  price since 2026-11-16T00:00:00Z: [^\n]*"amount":3900[^\n]*\n  price since \Q$future\E: [^\n]*"amount":4900/m,
+    'catalog show: each plan\'s price versions');
 my @n = gmtime;
 my $cur = sprintf('%04d-%02d', $n[5] + 1900, $n[4] + 1);
 $run = run_agent(env => $env, args => ['bill', '--period', $cur, '--allow-open', '--dry-run']);
