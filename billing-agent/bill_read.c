@@ -63,7 +63,7 @@ bill_plan_label(bill_plan_t *bp, const char *name, const redisReply *r)
 {
     const redisReply  *d = NULL;
 
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2
+    if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2
         && r->element[1]->type == REDIS_REPLY_STRING
         && r->element[1]->len > 0)
     {

@@ -96,7 +96,7 @@ is($oct->{"$flat->{id}|fee"}{amount}, 2900, 'October billed after the change: 29
 # November: 15 days at each price; the late one 6 old days and 15 new
 my $nov = bill('2026-11');
 is($nov->{"$flat->{id}|fee"}{amount}, 3400, 'November: (15 x 29.00 + 15 x 39.00) / 30 = 34.00');
-like($nov->{"$flat->{id}|fee"}{description}, qr/30 of 30 days: 15 at 29\.00 usd \+ 15 at 39\.00 usd/,
+like($nov->{"$flat->{id}|fee"}{description}, qr/^Flat \(geo-flat\) 2026-11: 30 of 30 days: 15 at 29\.00 usd \+ 15 at 39\.00 usd$/,
     'November: the description shows both versions');
 is($nov->{"$late->{id}|fee"}{amount}, 2530, 'started the 10th: (6 x 29.00 + 15 x 39.00) / 30 = 25.30');
 is($nov->{"$met->{id}|usage"}{amount}, 80, 'metered: 10 units at 7 and at 9, weighted 15/15 = 80');
