@@ -870,6 +870,25 @@ typedef struct {
     int      all_charged;
 } days_t;
 
+/* the versions in force in the period: from the one in force at its start
+ * to the last that starts before its end (a plan may have any number) */
+static void
+window(const apimon_history_t *h, const apimon_period_t *p,
+    apimon_history_t *w)
+{
+    size_t  i0 = 0, i1;
+
+    *w = *h;
+    while (i0 + 1 < h->nv && h->v[i0 + 1].from_ms <= p->start_ms) {
+        i0++;
+    }
+    for (i1 = i0; i1 + 1 < h->nv && h->v[i1 + 1].from_ms < p->end_ms; i1++) {
+        /* in force from inside the period */
+    }
+    w->v = h->v + i0;
+    w->nv = i1 - i0 + 1;
+}
+
 /* [a, b) wholly covered by the spans (any order, overlaps allowed) */
 static int
 covered(const apimon_history_t *h, int64_t a, int64_t b)
@@ -1048,26 +1067,27 @@ apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms, int64_t calls, const char *plan_name,
     apimon_line_t *lines, size_t nlines, char *err, size_t errlen)
 {
-    static apimon_line_t  all[APIMON_MAX_VERSIONS][APIMON_MAX_LINES];
-    int                   nl[APIMON_MAX_VERSIONS], n;
-    days_t                d;
-    size_t                v;
+    apimon_line_t     all[APIMON_MAX_VERSIONS][APIMON_MAX_LINES];
+    int               nl[APIMON_MAX_VERSIONS], n;
+    apimon_history_t  w;
+    days_t            d;
+    size_t            v;
 
     if (h == NULL || h->nv < 1 || p == NULL) {
         return fail(err, errlen, "nothing to price");
     }
-    if (h->nv > APIMON_MAX_VERSIONS) {
-        return fail(err, errlen, "more than %d price versions",
-            APIMON_MAX_VERSIONS);
-    }
     if (p->days < 28 || p->days > 31) {
         return fail(err, errlen, "the period is not a calendar month");
     }
+    window(h, p, &w);
+    if (w.nv > APIMON_MAX_VERSIONS) {
+        return fail(err, errlen, "more than %d price versions in one period",
+            APIMON_MAX_VERSIONS);
+    }
+    h = &w;
     count_days(h, p, start_ms, end_ms, &d);
     if (d.last < 0) {
-        /* no term day: the latest in force in the period */
-        d.last = (int) (apimon_history_pricing(h, p, start_ms, end_ms)
-                        - &h->v[0].pr);
+        d.last = (int) h->nv - 1;    /* no term day: the latest in force */
     }
     if (d.nterm <= 1 && d.all_charged == d.all_term) {
         return apimon_price_why(&h->v[d.last].pr, p, start_ms, end_ms, calls,
@@ -1099,20 +1119,18 @@ const apimon_pricing_t *
 apimon_history_pricing(const apimon_history_t *h, const apimon_period_t *p,
     int64_t start_ms, int64_t end_ms)
 {
-    days_t  d;
-    size_t  v;
+    apimon_history_t  w;
+    days_t            d;
 
-    if (h == NULL || h->nv < 1 || h->nv > APIMON_MAX_VERSIONS || p == NULL) {
+    if (h == NULL || h->nv < 1 || p == NULL) {
         return NULL;
     }
-    count_days(h, p, start_ms, end_ms, &d);
-    if (d.last >= 0) {
-        return &h->v[d.last].pr;
+    window(h, p, &w);
+    if (w.nv > APIMON_MAX_VERSIONS) {
+        return &w.v[w.nv - 1].pr;
     }
-    for (v = h->nv - 1; v > 0 && h->v[v].from_ms >= p->end_ms; v--) {
-        /* scheduled after the period */
-    }
-    return &h->v[v].pr;
+    count_days(&w, p, start_ms, end_ms, &d);
+    return &w.v[d.last >= 0 ? d.last : (int) w.nv - 1].pr;
 }
 
 

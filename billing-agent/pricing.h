@@ -220,7 +220,8 @@ typedef struct {
     int64_t           end_ms;
 } apimon_span_t;
 
-#define APIMON_MAX_VERSIONS  64     /* per period: more is refused */
+#define APIMON_MAX_VERSIONS  64     /* in force in one period: more is
+                                       refused */
 
 /* what a subscription's period is priced with beside its usage */
 typedef struct {
@@ -239,6 +240,8 @@ typedef struct {
  * paused span; every other line is each version's line for the whole
  * period weighted by the days of the term each was in force, rounded once.
  * With one version and no paused day it is exactly apimon_price_why.
+ * A plan may have any number of versions; only those in force in the
+ * period count (at most APIMON_MAX_VERSIONS).
  * Versions in different currencies within one period are refused.
  */
 int apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,

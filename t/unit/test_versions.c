@@ -178,6 +178,42 @@ test_same(void)
         "one version: the lines of apimon_price_why, byte for byte");
 }
 
+/* any number of versions over the years; at most 64 within one period */
+static void
+test_many(void)
+{
+    static apimon_version_t  v[100];
+    apimon_history_t         h = { v, 100, NULL, 0 };
+    apimon_line_t            l[APIMON_MAX_LINES];
+    apimon_period_t          p = period("2026-11");
+    char                     err[APIMON_PRICE_ERRLEN];
+    size_t                   i;
+    int                      n;
+
+    for (i = 0; i < 100; i++) {
+        v[i].pr = FLAT29;
+        v[i].pr.amount = 1000 + 10 * (int64_t) i;
+        /* the 1st of each month from 2020-01 */
+        v[i].from_ms = i ? apimon_days_from_civil(2020 + (int) i / 12,
+            (int) i % 12 + 1, 1) * 86400000LL : 0;
+    }
+    n = apimon_price_history(&h, &p, at("2020-01-01"), 0, 0, NULL, l,
+        APIMON_MAX_LINES, err, sizeof(err));
+    /* 2026-11 is version 6 * 12 + 10 = 82 */
+    ok(n == 1 && l[0].amount == 1820, "100 versions: the one of 2026-11 "
+        "(%d, %lld)", n, n > 0 ? (long long) l[0].amount : -1LL);
+    is_int(apimon_history_pricing(&h, &p, at("2020-01-01"), 0)->amount, 1820,
+        "100 versions: history_pricing");
+
+    for (i = 1; i < 100; i++) {
+        v[i].from_ms = at("2026-11-02") + (int64_t) i * 60000;
+    }
+    n = apimon_price_history(&h, &p, at("2020-01-01"), 0, 0, NULL, l,
+        APIMON_MAX_LINES, err, sizeof(err));
+    ok(n == -1 && strstr(err, "more than 64 price versions") != NULL,
+        "99 versions within a month: refused (%s)", err);
+}
+
 static void
 test_time_parse(void)
 {
@@ -232,6 +268,7 @@ main(void)
 {
     test_history();
     test_same();
+    test_many();
     test_time_parse();
     return tap_done();
 }
