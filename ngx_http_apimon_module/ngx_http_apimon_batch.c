@@ -25,6 +25,7 @@
 
 
 #include "ngx_http_apimon_batch.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_get(void);
@@ -356,6 +357,7 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
     ngx_queue_insert_tail(&bt->batches, &b->queue);
 
     ngx_http_apimon_batch_pack(bt, b, nloc);
+    ngx_http_apimon_metrics_batch(n);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "apimon: batch %p of %ui checks, %ui locations",
@@ -481,6 +483,7 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 
     uint64_t                refund;
     ngx_uint_t              i, all, ran;
+    ngx_log_t              *log;
     redisReply             *e;
     ngx_http_apimon_ctx_t  *ctx;
 
@@ -493,18 +496,36 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 
     b->call = NULL;
 
+    /* the log of a request of the batch: its context in the line */
+    log = ngx_cycle->log;
+
+    for (i = 0; i < b->n; i++) {
+        if (b->ctx[i]) {
+            log = b->ctx[i]->request->connection->log;
+            break;
+        }
+    }
+
     if (reply == NULL) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "apimon: key check failed: %s", err);
+        if (ngx_http_apimon_redis_outage(0)) {
+            /* logged when the outage started, and when it ends */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "apimon: key check failed: %s", err);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "apimon: key check of %ui requests failed: %s",
+                          b->live, err);
+        }
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "apimon: the check script failed: %*s",
                       (size_t) reply->len, reply->str);
         reply = NULL;
 
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "apimon: unexpected reply from the check script");
         reply = NULL;
 

@@ -11,6 +11,7 @@
 
 
 #include "ngx_http_apimon.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static ngx_int_t ngx_http_apimon_decide(ngx_http_request_t *r,
@@ -122,6 +123,15 @@ ngx_http_apimon_decide(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "apimon: result \"%V\"",
                    ngx_http_apimon_result_name(ctx->result));
+
+    if (!ctx->counted) {
+        ctx->counted = 1;
+        ngx_http_apimon_metrics_check(alcf, ctx->result);
+
+        if (ctx->result == NGX_HTTP_APIMON_REDIS_ERROR) {
+            (void) ngx_http_apimon_redis_outage(1);
+        }
+    }
 
     status = ngx_http_apimon_result(ctx->result)->status;
 

@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_apimon.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static void *ngx_http_apimon_create_main_conf(ngx_conf_t *cf);
@@ -154,6 +155,13 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
       ngx_http_apimon_on_redis_error_values },
+
+    { ngx_string("apimon_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_apimon_metrics,
+      0,
+      0,
+      NULL },
 
     { ngx_string("apimon_legacy_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -406,6 +414,12 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->api.len
+        && ngx_http_apimon_metrics_api(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -440,7 +454,9 @@ ngx_http_apimon_postconfiguration(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    if (ngx_http_apimon_handler_init(cf) != NGX_OK) {
+    if (ngx_http_apimon_handler_init(cf) != NGX_OK
+        || ngx_http_apimon_metrics_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -1,0 +1,261 @@
+#!/usr/bin/perl
+# apimon_metrics: the Prometheus text exposition format (0.0.4), checked by a
+# strict parser written here; the counters equal the traffic sent, summed
+# over two workers, and go on across a reload; bounded labels.
+use strict;
+use warnings;
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use HTTP::Tiny;
+use Apimon::Redis;
+use Apimon::Nginx;
+
+my $NAME = qr/[a-zA-Z_:][a-zA-Z0-9_:]*/;
+my $LABEL = qr/[a-zA-Z_][a-zA-Z0-9_]*/;
+my $VALUE = qr/(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Inf|NaN)/;
+
+# the exposition text: { family => { type, help, samples => { series => value } } }
+# dies with the line at fault on anything the format does not allow
+sub parse_exposition {
+    my ($text) = @_;
+    die "empty\n" if $text eq '';
+    die "the last line has no newline\n" unless $text =~ /\n\z/;
+    my (%fam, %seen_series, $current, %closed);
+    my $n = 0;
+    for my $line (split /\n/, $text, -1) {
+        $n++;
+        last if $n > 1 && $line eq '' && $n == scalar(() = $text =~ /\n/g) + 1;
+        die "line $n: empty line\n" if $line eq '';
+        if ($line =~ /^#/) {
+            if ($line =~ /^# (HELP|TYPE) ($NAME) (.*)$/) {
+                my ($kw, $name, $rest) = ($1, $2, $3);
+                die "line $n: $name after its samples\n" if $closed{$name} || ($fam{$name} && $fam{$name}{n});
+                if ($kw eq 'TYPE') {
+                    die "line $n: bad type $rest\n" unless $rest =~ /^(counter|gauge|histogram|summary|untyped)$/;
+                    die "line $n: second TYPE for $name\n" if $fam{$name}{type};
+                    $fam{$name}{type} = $rest;
+                } else {
+                    die "line $n: second HELP for $name\n" if defined $fam{$name}{help};
+                    die "line $n: bad escape in HELP\n" unless $rest =~ /^(?:[^\\]|\\[\\n])*$/;
+                    $fam{$name}{help} = $rest;
+                }
+                $closed{$current} = 1 if defined $current && $current ne $name;
+                $current = $name;
+            } elsif ($line =~ /^# (HELP|TYPE)/) {
+                die "line $n: malformed $1 line\n";
+            }
+            next;
+        }
+        die "line $n: malformed sample: $line\n"
+            unless $line =~ /^($NAME)(?:\{(.*)\})? ($VALUE)(?: (-?\d+))?$/;
+        my ($sname, $labels, $value) = ($1, $2 // '', $3);
+        my %l;
+        my $rest = $labels;
+        while ($rest ne '') {
+            $rest =~ s/^($LABEL)="((?:[^"\\\n]|\\[\\"n])*)"// or die "line $n: bad labels: {$labels}\n";
+            die "line $n: label $1 twice\n" if exists $l{$1};
+            $l{$1} = $2;
+            last if $rest eq '';
+            $rest =~ s/^,// or die "line $n: bad labels: {$labels}\n";
+        }
+        # the family: the name, or a histogram's name_bucket/_sum/_count
+        my $family = $sname;
+        if (!($fam{$sname} && $fam{$sname}{type}) && $sname =~ /^(.*)_(?:bucket|sum|count)$/) {
+            my $base = $1;
+            $family = $base if $fam{$base} && ($fam{$base}{type} // '') =~ /^(?:histogram|summary)$/;
+        }
+        die "line $n: $sname has no TYPE before it\n" unless $fam{$family}{type};
+        die "line $n: ${family}'s samples are not together\n" if $closed{$family};
+        $closed{$current} = 1 if defined $current && $current ne $family;
+        $current = $family;
+        my $type = $fam{$family}{type};
+        die "line $n: counter $family does not end in _total\n"
+            if $type eq 'counter' && $family !~ /_total$/;
+        die "line $n: a counter below zero\n" if $type eq 'counter' && $value =~ /^-/;
+        if ($type eq 'histogram') {
+            die "line $n: $sname in histogram $family\n" unless $sname =~ /_(bucket|sum|count)$/;
+            die "line $n: a bucket without le\n" if $sname =~ /_bucket$/ && !exists $l{le};
+            die "line $n: le outside a bucket\n" if $sname !~ /_bucket$/ && exists $l{le};
+        }
+        my $series = $sname . '{' . join(',', map { "$_=$l{$_}" } sort keys %l) . '}';
+        die "line $n: series $series twice\n" if $seen_series{$series}++;
+        $fam{$family}{n}++;
+        $fam{$family}{samples}{$series} = $value;
+        push @{ $fam{$family}{list} }, [$sname, \%l, $value];
+    }
+    # histograms: cumulative buckets, +Inf equal to _count
+    for my $f (grep { $fam{$_}{type} && $fam{$_}{type} eq 'histogram' } keys %fam) {
+        my @b = grep { $_->[0] eq "${f}_bucket" } @{ $fam{$f}{list} };
+        die "$f: no +Inf bucket\n" unless @b && $b[-1][1]{le} eq '+Inf';
+        my $prev = -1;
+        my $prev_le = -1;
+        for (@b) {
+            my $le = $_->[1]{le} eq '+Inf' ? 9**9**9 : $_->[1]{le};
+            die "$f: le not increasing\n" unless $le > $prev_le;
+            die "$f: buckets not cumulative\n" if $_->[2] < $prev;
+            ($prev, $prev_le) = ($_->[2], $le);
+        }
+        die "$f: +Inf bucket is not _count\n" unless $prev == $fam{$f}{samples}{"${f}_count{}"};
+    }
+    return \%fam;
+}
+
+# the parser refuses what it should
+for my $bad ("x 1", "x 1\n", "# TYPE x counter\nx 1\n", "# TYPE x_total counter\nx_total{a=\"b} 1\n",
+             "# TYPE y gauge\ny 1\ny 2\n", "# TYPE y gauge\ny{a=\"1\",a=\"2\"} 1\n",
+             "# TYPE y gauge\ny one\n", "# TYPE y gauge\n\ny 1\n",
+             "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+             "# TYPE y gauge\n# TYPE z gauge\ny 1\nz 1\ny{a=\"1\"} 1\n") {
+    ok(!eval { parse_exposition($bad); 1 }, 'the parser refuses ' . ($bad =~ s/\n/\\n/gr));
+}
+ok(eval { parse_exposition("# HELP y a \\\\ b\n# TYPE y gauge\ny{a=\"q\\\"\"} 1.5\n"); 1 }, 'the parser takes a good one') or diag $@;
+
+my $r = Apimon::Redis->start;
+$r->apply_catalog(Apimon::Nginx::enforcement_catalog());
+my $key = Apimon::Nginx::subscribe($r, 'open')->{primary};
+my $small = Apimon::Nginx::subscribe($r, 'small')->{primary};
+my $maps = Apimon::Nginx::subscribe($r, 'maps')->{primary};
+
+my $n = Apimon::Nginx->new(workers => 2);
+my $spread = Apimon::Nginx::free_port();
+
+sub conf {
+    my ($extra) = @_;
+    return (redis => $r, log_format => '$pid $uri $status $apimon_result', http => <<"HTTP", server => <<"CONF");
+    server {
+        # reuseport: the kernel spreads connections over both workers
+        listen 127.0.0.1:$spread reuseport;
+
+        location /forecast/ {
+            apimon on;
+            apimon_api forecast;
+            proxy_pass http://backend;
+        }
+
+        location /history/ {
+            apimon on;
+            apimon_api history;
+            proxy_pass http://backend;
+        }
+$extra
+    }
+HTTP
+        location = /metrics {
+            apimon_metrics;
+        }
+CONF
+}
+
+$n->start(conf(''));
+
+my $http = HTTP::Tiny->new(timeout => 10, keep_alive => 0);
+my %sent;
+sub send_n {
+    my ($path, $api, $k, $count, $want) = @_;
+    my %st;
+    for (1 .. $count) {
+        my $res = $http->get("http://127.0.0.1:$spread$path", { headers => ($k ? { 'X-API-Key' => $k } : {}) });
+        $st{$res->{status}}++;
+    }
+    is_deeply(\%st, $want, "$count calls to $path: " . join(',', map { "$_ x$st{$_}" } sort keys %st));
+}
+
+sub metrics {
+    my $res = $n->get('/metrics');
+    is($res->{status}, 200, 'metrics: 200');
+    like($res->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4(;|$)}, 'Content-Type: text/plain; version=0.0.4');
+    my $m = eval { parse_exposition($res->{content}) };
+    ok($m, 'the text parses as exposition format') or diag $@, $res->{content};
+    return $m // {};
+}
+
+sub checks {
+    my ($m, $api, $result) = @_;
+    return $m->{apimon_checks_total}{samples}{"apimon_checks_total{api=$api,result=$result}"};
+}
+
+send_n('/forecast/a', 'forecast', $key, 40, { 200 => 40 });
+send_n('/forecast/a', 'forecast', undef, 5, { 401 => 5 });
+send_n('/forecast/a', 'forecast', 'not-a-key', 3, { 401 => 3 });
+send_n('/history/a', 'history', $small, 5, { 200 => 3, 403 => 2 });
+send_n('/history/a', 'history', $maps, 2, { 403 => 2 });
+
+my %pids;
+for (split /\n/, $n->access_log) {
+    $pids{$1}++ if m{^(\d+) /(forecast|history)/};
+}
+is(scalar keys %pids, 2, 'both workers answered checks: ' . join(', ', map { "$_ x$pids{$_}" } sort keys %pids));
+
+my $m = metrics();
+is($m->{apimon_checks_total}{type}, 'counter', 'apimon_checks_total is a counter');
+is(checks($m, 'forecast', 'allowed'), 40, 'forecast allowed: 40');
+is(checks($m, 'forecast', 'missing_key'), 5, 'forecast missing_key: 5');
+is(checks($m, 'forecast', 'invalid_key'), 3, 'forecast invalid_key: 3');
+is(checks($m, 'forecast', 'rate_limited'), 0, 'forecast rate_limited: 0 (defined)');
+is(checks($m, 'history', 'allowed'), 3, 'history allowed: 3');
+is(checks($m, 'history', 'quota_exceeded'), 2, 'history quota_exceeded: 2');
+is(checks($m, 'history', 'not_entitled'), 2, 'history not_entitled: 2');
+is(checks($m, 'forecast', 'allowed_overage'), 0, 'allowed_overage: defined, 0');
+my @labels = map { /api=([^,}]*)/ ? $1 : () } keys %{ $m->{apimon_checks_total}{samples} };
+my %apis = map { $_ => 1 } @labels;
+is_deeply([sort keys %apis], [qw(forecast history)], 'api labels: the configured APIs only');
+
+my $h = $m->{apimon_redis_request_duration_seconds};
+is($h->{type}, 'histogram', 'Redis latency: a histogram');
+my $rt = $h->{samples}{'apimon_redis_request_duration_seconds_count{}'};
+ok($rt >= 40 + 7, "Redis round trips counted ($rt)");
+ok($h->{samples}{'apimon_redis_request_duration_seconds_sum{}'} > 0, 'Redis latency: a sum in seconds');
+my $b = $m->{apimon_check_batch_size};
+is($b->{type}, 'histogram', 'batch size: a histogram');
+is($b->{samples}{'apimon_check_batch_size_sum{}'}, 40 + 5 + 2, 'batch sizes add up to the checks sent to Redis (not the malformed keys)');
+is($m->{apimon_redis_connected}{samples}{"apimon_redis_connected{worker=$_}"}, 1, "worker $_ connected") for 0, 1;
+is($m->{apimon_redis_connected}{type}, 'gauge', 'apimon_redis_connected is a gauge');
+is($m->{apimon_redis_circuit_opens_total}{samples}{'apimon_redis_circuit_opens_total{}'}, 0, 'no circuit opened');
+is($m->{apimon_redis_reconnects_total}{type}, 'counter', 'reconnects: a counter');
+
+# --- a reload: the same zone, the counts go on; a new API gets its row
+ok($n->reload(conf(<<'EXTRA')), 'reloaded');
+        location /tiles/ {
+            apimon on;
+            apimon_api tiles;
+            proxy_pass http://backend;
+        }
+EXTRA
+send_n('/forecast/b', 'forecast', $key, 10, { 200 => 10 });
+send_n('/tiles/b', 'tiles', $maps, 4, { 200 => 4 });
+$m = metrics();
+is(checks($m, 'forecast', 'allowed'), 50, 'after the reload: forecast allowed 40 + 10');
+is(checks($m, 'history', 'quota_exceeded'), 2, 'after the reload: history quota_exceeded kept');
+is(checks($m, 'tiles', 'allowed'), 4, 'after the reload: tiles allowed 4');
+is($m->{apimon_check_batch_size}{samples}{'apimon_check_batch_size_sum{}'}, 47 + 14, 'batch sizes go on across the reload');
+is($m->{apimon_redis_connected}{samples}{"apimon_redis_connected{worker=$_}"}, 1, "after the reload: worker $_ connected") for 0, 1;
+
+# --- Redis stopped: the circuit opens, the connection state says so
+$r->stop;
+send_n('/forecast/c', 'forecast', $key, 6, { 503 => 6 });
+$m = metrics();
+is(checks($m, 'forecast', 'redis_error'), 6, 'Redis stopped: redis_error 6');
+my $opens = $m->{apimon_redis_circuit_opens_total}{samples}{'apimon_redis_circuit_opens_total{}'};
+ok($opens >= 1, "Redis stopped: the circuit opened ($opens)");
+my $up = 0;
+$up += $m->{apimon_redis_connected}{samples}{"apimon_redis_connected{worker=$_}"} for 0, 1;
+is($up, 0, 'Redis stopped: no worker connected');
+$r->restart;
+my $deadline = time + 10;
+while (time < $deadline) {
+    my $res = $http->get("http://127.0.0.1:$spread/forecast/d", { headers => { 'X-API-Key' => $key } });
+    last if $res->{status} == 200;
+    select undef, undef, undef, 0.1;
+}
+$m = metrics();
+my $rc = 0;
+$rc += $m->{apimon_redis_reconnects_total}{samples}{"apimon_redis_reconnects_total{worker=$_}"} for 0, 1;
+ok($rc >= 1, "reconnects counted ($rc)");
+
+is($n->get('/metrics', )->{status}, 200, 'GET again');
+is($n->request('POST', '/metrics')->{status}, 405, 'POST /metrics: 405');
+
+$n->stop;
+is_deeply([$n->alerts], [], 'no alerts');
+done_testing;
