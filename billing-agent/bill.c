@@ -194,6 +194,7 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
     switch (e->state) {
 
     case LEDGER_DONE:
+        bill_settled(b, e);
         bill_outcome(b, s, i, BILL_DONE, NULL);
         return;
 
@@ -217,7 +218,9 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
 
     case LEDGER_COMPUTED:
         /* an earlier run stopped here: its stored body is the truth */
-        bill_send(b, s, i, field);
+        if (bill_onto_invoice(b, s, i, field) == 0) {
+            bill_send(b, s, i, field);
+        }
         return;
 
     case LEDGER_ABSENT:
@@ -229,6 +232,12 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
         return;
     }
 
+    if (b->ledger_lost) {
+        bill_outcome(b, s, i, BILL_UNKNOWN, "the ledger of the month was "
+                     "lost: run billing-agent reconcile --period first");
+        return;
+    }
+
     if (s->customer[0] == '\0') {
         agent_err("subscription %s (%s %s): no billing customer; set one "
                   "with `billing-agent customer set`", s->id, s->owner_kind,
@@ -237,6 +246,9 @@ bill_line(bill_t *b, bill_sub_t *s, int i, abuf_t *body)
         return;
     }
 
+    if (bill_attach(b, s, i) != 0) {
+        return;
+    }
     bill_key(b, s, i, key, sizeof(key));
     bill_compute(b, s, i, key, body);
     bill_send(b, s, i, field);
@@ -254,6 +266,11 @@ bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body)
     }
     /* never approved: nothing to bill */
     if (strcmp(s->state, "submitted") == 0) {
+        return;
+    }
+
+    if (b->o->mode == BILL_MODE_RECONCILE) {
+        bill_reconcile_sub(b, s);
         return;
     }
 
@@ -431,7 +448,41 @@ bill_month_reset(bill_t *b)
     amap_free(&b->custs, bill_cust_free);
     amap_init(&b->custs);
     b->unknown_streak = 0;
+    b->ledger_lost = 0;
+    b->ledger_started = 0;
+    b->started = 0;
     memset(b->n, 0, sizeof(b->n));
+}
+
+
+/*
+ * The month's ledger is gone though a run of it started: no line without
+ * an entry is posted (it may be at Stripe) until `reconcile` rebuilt it.
+ */
+static int
+bill_check_ledger(bill_t *b)
+{
+    int  lost;
+
+    if (b->o->mode != BILL_MODE_BILL) {
+        return 0;
+    }
+    lost = bill_ledger_lost(b);
+    if (lost < 0) {
+        b->fatal = AGENT_EXIT_FAILED;
+        return -1;
+    }
+    if (lost) {
+        agent_err("%s: a run of this month started (%s holds it) but its "
+                  "ledger %s does not say so: the ledger was lost, and "
+                  "lines posted then would be posted again. Rebuild it "
+                  "from what Stripe holds first: billing-agent reconcile "
+                  "--period %s; lines without a ledger entry are not "
+                  "posted until then", b->ptext, BILL_STARTED_KEY,
+                  b->bill_key, b->ptext);
+        b->ledger_lost = 1;
+    }
+    return 0;
 }
 
 
@@ -447,7 +498,13 @@ bill_month(bill_t *b, const apimon_period_t *p, char **ids, size_t nids)
     agent_log("billing %s%s", b->ptext, b->o->dry_run ? " (dry run)" : "");
 
     b->ledger_empty = bill_ledger_empty(b);
+    if (bill_check_ledger(b) != 0) {
+        return b->fatal;
+    }
     bill_batches(b, ids, nids);
+    if (b->o->mode == BILL_MODE_RECONCILE) {
+        return b->fatal ? b->fatal : bill_reconcile(b);
+    }
     if (b->o->create_invoices && !b->o->dry_run && !b->fatal) {
         bill_invoices(b);
     }
@@ -510,7 +567,9 @@ bill_run(redisContext *c, const bill_opts_t *o)
     }
 
     /* only the lock holder may truncate a report a running job writes */
-    if (report_open(&b.rep, o->report, err, sizeof(err)) != 0) {
+    if (report_open(&b.rep, o->report, err, sizeof(err)) != 0
+        || report_open_html(&b.rep, o->report_html, err, sizeof(err)) != 0)
+    {
         agent_err("%s", err);
         rc = AGENT_EXIT_CONFIG;
         goto done;

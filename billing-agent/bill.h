@@ -13,14 +13,23 @@
 
 #include <hiredis/hiredis.h>
 
+typedef enum {
+    BILL_MODE_BILL = 0,
+    BILL_MODE_RECONCILE,          /* rebuild the ledger from Stripe */
+    BILL_MODE_REPORT              /* --report/--report-html, no posting */
+} bill_mode_e;
+
 typedef struct {
+    bill_mode_e  mode;
     const char  *period;          /* "YYYY-MM" or NULL: every closed month
                                      not yet done (by Redis's clock) */
     int          allow_open;      /* bill a month that has not ended */
     int          dry_run;
     int          create_invoices;
+    int          draft;           /* --draft: leave invoices drafts */
     int          retry_failed;    /* give failed lines a fresh key */
     const char  *report;          /* path or NULL */
+    const char  *report_html;     /* path or NULL */
     double       max_rps;
     long         timeout_ms;
     int          max_retries;

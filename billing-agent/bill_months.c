@@ -273,9 +273,9 @@ failed:
 }
 
 
-/* every line of the month is done: the next default run skips it */
+/* the month's marker field (state done) written, whatever it was */
 int
-bill_month_done(bill_t *b)
+bill_mark(bill_t *b, const char *field, const char *what)
 {
     ledger_entry_t  e;
     redisReply     *r;
@@ -283,7 +283,7 @@ bill_month_done(bill_t *b)
     ledger_state_e  from = LEDGER_ABSENT;
     int             rc;
 
-    r = redisCommand(b->c, "HGET %s %s", b->bill_key, BILL_MONTH_FIELD);
+    r = redisCommand(b->c, "HGET %s %s", b->bill_key, field);
     if (r == NULL) {
         agent_err("Redis: %s", b->c->errstr);
         return -1;
@@ -298,13 +298,95 @@ bill_month_done(bill_t *b)
 
     memset(&e, 0, sizeof(e));
     e.state = LEDGER_DONE;
-    snprintf(key, sizeof(key), "apimon-%s-month", b->ym);
+    snprintf(key, sizeof(key), "apimon-%s-%s", b->ym, what);
     e.key = key;
-    rc = ledger_write(b->c, b->bill_key, BILL_MONTH_FIELD, from, &e, err,
-                      sizeof(err));
+    rc = ledger_write(b->c, b->bill_key, field, from, &e, err, sizeof(err));
     if (rc != 0) {
-        agent_err("ledger %s %s: %s", b->bill_key, BILL_MONTH_FIELD, err);
+        agent_err("ledger %s %s: %s", b->bill_key, field, err);
         return -1;
     }
     return 0;
+}
+
+
+/* every line of the month is done: the next default run skips it */
+int
+bill_month_done(bill_t *b)
+{
+    return bill_mark(b, BILL_MONTH_FIELD, "month");
+}
+
+
+/*
+ * Before the month's first POST: the run started, recorded twice, in the
+ * ledger ("month|started") and outside it (BILL_STARTED_KEY), so that a
+ * ledger lost later is told from one never written.  -1: the run stops.
+ */
+int
+bill_month_started(bill_t *b)
+{
+    redisReply  *r;
+    char         now[24];
+
+    if (b->started) {
+        return 0;
+    }
+    snprintf(now, sizeof(now), "%lld", (long long) b->now_ms);
+    r = redisCommand(b->c, "HSETNX %s %s %s", BILL_STARTED_KEY, b->ym, now);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+        agent_err("Redis: HSETNX %s: %s", BILL_STARTED_KEY,
+                  r ? r->str : b->c->errstr);
+        if (r) {
+            freeReplyObject(r);
+        }
+        b->fatal = AGENT_EXIT_FAILED;
+        return -1;
+    }
+    freeReplyObject(r);
+    if (!b->ledger_started && bill_mark(b, BILL_STARTED_FIELD, "started")
+                              != 0)
+    {
+        b->fatal = AGENT_EXIT_FAILED;
+        return -1;
+    }
+    b->started = 1;
+    return 0;
+}
+
+
+/*
+ * A run of the month started (BILL_STARTED_KEY) but its ledger does not
+ * say so: the ledger was lost (deleted, a Redis restored from an older
+ * copy).  Lines without an entry may be at Stripe already, under keys it
+ * may have forgotten: they wait for `reconcile`.  1 lost, 0 not, -1 error.
+ */
+int
+bill_ledger_lost(bill_t *b)
+{
+    redisReply  *r;
+    int          ran;
+
+    r = redisCommand(b->c, "HEXISTS %s %s", BILL_STARTED_KEY, b->ym);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        agent_err("Redis: HEXISTS %s: %s", BILL_STARTED_KEY,
+                  r ? (r->str ? r->str : "?") : b->c->errstr);
+        if (r) {
+            freeReplyObject(r);
+        }
+        return -1;
+    }
+    ran = (r->integer == 1);
+    freeReplyObject(r);
+
+    r = redisCommand(b->c, "HEXISTS %s %s", b->bill_key, BILL_STARTED_FIELD);
+    if (r == NULL || r->type != REDIS_REPLY_INTEGER) {
+        if (r) {
+            freeReplyObject(r);
+        }
+        agent_err("Redis: HEXISTS %s", b->bill_key);
+        return -1;
+    }
+    b->ledger_started = (r->integer == 1);
+    freeReplyObject(r);
+    return ran && !b->ledger_started;
 }

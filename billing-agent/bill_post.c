@@ -129,6 +129,9 @@ bill_body(bill_t *b, const bill_sub_t *s, int i, const ledger_entry_t *e,
     stripe_form_add(body, "amount", num);
     stripe_form_add(body, "currency", e->currency);
     stripe_form_add(body, "description", l->description);
+    if (e->invoice) {
+        stripe_form_add(body, "invoice", e->invoice);
+    }
     snprintf(num, sizeof(num), "%" PRId64, ps / 1000);
     stripe_form_add(body, "period[start]", num);
     snprintf(num, sizeof(num), "%" PRId64, (pe + 999) / 1000);
@@ -352,7 +355,7 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
     int              resume;
 
     if (bill_stopped(b) || bill_lock_keep(b) != 0
-        || bill_stripe_start(b) != 0)
+        || bill_stripe_start(b) != 0 || bill_month_started(b) != 0)
     {
         return;
     }
@@ -408,6 +411,67 @@ bill_push_line(bill_t *b, bill_sub_t *s, int i, const char *field)
 
 
 /*
+ * --create-invoices and a line computed by an earlier run (or agent) whose
+ * body names no invoice: if Stripe holds no item under its key, the body
+ * gets its customer's draft (invoice=) and, being another request now, a
+ * fresh key; an item found is posted already and stays pending.  0 send
+ * it, 1 settled here, -1 not now (outcome recorded) or the run stops.
+ */
+int
+bill_onto_invoice(bill_t *b, bill_sub_t *s, int i, const char *field)
+{
+    ledger_entry_t  *e = &s->led[i];
+    stripe_resp_t    r;
+    char             found[256];
+    char            *body;
+    int              rc;
+
+    if (!b->o->create_invoices || b->o->dry_run || e->body == NULL
+        || e->customer == NULL || e->customer[0] == '\0'
+        || strstr(e->body, "&invoice=") != NULL)
+    {
+        return 0;
+    }
+    if (bill_stopped(b) || bill_stripe_start(b) != 0) {
+        return -1;
+    }
+
+    stripe_resp_init(&r);
+    rc = stripe_find_item(&b->stripe, e->customer, e->key, found,
+                          sizeof(found), &r);
+    stripe_resp_free(&r);
+    if (rc < 0) {
+        bill_block(b, e->customer);
+        bill_outcome(b, s, i, BILL_UNKNOWN,
+                     "cannot list the customer's items");
+        return -1;
+    }
+    if (rc == 1) {
+        free(e->item);
+        e->item = xstrdup(found);
+        agent_log("reconciled %s: found %s, pending (not on an invoice of "
+                  "ours)", e->key, found);
+        if (bill_move(b, field, e, LEDGER_POSTED) == 0) {
+            bill_settle(b, s, i, field);
+        }
+        return 1;
+    }
+
+    if (bill_attach_to(b, s, i, e->customer) != 0) {
+        return -1;
+    }
+    if (e->invoice == NULL) {
+        return 0;                    /* the invoice is final: pending */
+    }
+    body = xmalloc(strlen(e->body) + strlen(e->invoice) + 10);
+    sprintf(body, "%s&invoice=%s", e->body, e->invoice);
+    free(e->body);
+    e->body = body;
+    return bill_rekey(b, field, e) == 0 ? 0 : -1;
+}
+
+
+/*
  * A line whose entry holds its key and body (computed now, or by a run that
  * stopped): posted, or with --dry-run the request printed instead.
  */
@@ -420,8 +484,10 @@ bill_send(bill_t *b, bill_sub_t *s, int i, const char *field)
         bill_push_line(b, s, i, field);
         return;
     }
-    printf("POST /v1/invoiceitems\tIdempotency-Key: %s\t%s\n", e->key,
-           e->body);
+    if (b->o->mode != BILL_MODE_REPORT) {
+        printf("POST /v1/invoiceitems\tIdempotency-Key: %s\t%s\n", e->key,
+               e->body);
+    }
     bill_outcome(b, s, i, e->state == LEDGER_COMPUTED ? BILL_DRY_RESUME
                                                       : BILL_DRY, NULL);
 }
@@ -480,6 +546,9 @@ bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
         }
     }
 
+    if (bill_attach(b, s, i) != 0) {
+        return;
+    }
     bill_compute(b, s, i, key, body);
     agent_log("retrying failed line %s with key %s", field, key);
     bill_send(b, s, i, field);

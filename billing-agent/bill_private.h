@@ -7,7 +7,10 @@
  *   bill_read.c     the Redis reads of a batch: plans, subscriptions and
  *                   usage (prefetched), owners' customers, ledger entries
  *   bill_post.c     exactly-once posting and reconciliation of a line
- *   bill_invoice.c  --create-invoices: one invoice per customer
+ *   bill_invoice.c  --create-invoices: one invoice per customer, holding
+ *                   exactly our items, finalized
+ *   bill_reconcile.c `reconcile`: the ledger rebuilt from what the API
+ *                   holds for the month's customers
  */
 
 #ifndef APIMON_BILL_PRIVATE_H
@@ -34,6 +37,13 @@
 
 /* the ledger field recording that every line of the month is done */
 #define BILL_MONTH_FIELD     "month|done"
+/* ... that a run of the month was about to post, and that reconcile
+ * rebuilt the ledger from the API */
+#define BILL_STARTED_FIELD   "month|started"
+#define BILL_RECONCILED_FIELD "month|reconciled"
+/* hash: <YYYYMM> → ms a run first posted for the month (outlives a lost
+ * ledger) */
+#define BILL_STARTED_KEY     "apimon:bill:started"
 
 
 typedef struct {
@@ -64,6 +74,11 @@ typedef struct {
 /* lines of one customer waiting for its invoice (--create-invoices) */
 typedef struct {
     int               blocked;       /* a line of it is unresolved */
+    int               loaded;        /* inv read from the ledger */
+    int               resume;        /* inv computed by an earlier run or
+                                        its POST's outcome unknown */
+    int               want;          /* a done line on a draft: finalize */
+    ledger_entry_t    inv;           /* "invoice|<customer>" */
     size_t            n;
     char            **fields;
     ledger_entry_t   *entries;
@@ -103,6 +118,9 @@ typedef struct {
     redisContext     *c;
     redisContext     *pre;           /* prefetch connection, or NULL */
     int               ledger_empty;  /* nothing billed in the period yet */
+    int               ledger_lost;   /* a run started, the ledger is gone */
+    int               ledger_started; /* the ledger has month|started */
+    int               started;       /* month|started written this run */
     const bill_opts_t *o;
     int64_t           now_ms;        /* Redis's clock at the start */
     apimon_period_t   p;
@@ -145,6 +163,13 @@ void bill_set_period(bill_t *b, const apimon_period_t *p);
 apimon_period_t *bill_months(bill_t *b, char **ids, size_t nids, size_t *n,
     int *rc);
 int bill_month_done(bill_t *b);
+int bill_mark(bill_t *b, const char *field, const char *what);
+int bill_month_started(bill_t *b);
+int bill_ledger_lost(bill_t *b);
+
+/* bill_reconcile.c */
+void bill_reconcile_sub(bill_t *b, bill_sub_t *s);
+int bill_reconcile(bill_t *b);
 
 /* bill_read.c */
 int bill_get(bill_t *b, redisReply **r);
@@ -163,11 +188,15 @@ void bill_compute(bill_t *b, bill_sub_t *s, int i, const char *key,
     abuf_t *body);
 void bill_key(bill_t *b, const bill_sub_t *s, int i, char *buf, size_t len);
 void bill_send(bill_t *b, bill_sub_t *s, int i, const char *field);
+int bill_onto_invoice(bill_t *b, bill_sub_t *s, int i, const char *field);
 void bill_retry_failed(bill_t *b, bill_sub_t *s, int i, const char *field,
     abuf_t *body);
 
 /* bill_invoice.c */
+int bill_attach(bill_t *b, bill_sub_t *s, int i);
+int bill_attach_to(bill_t *b, bill_sub_t *s, int i, const char *customer);
 void bill_settle(bill_t *b, bill_sub_t *s, int i, const char *field);
+void bill_settled(bill_t *b, const ledger_entry_t *e);
 void bill_block(bill_t *b, const char *customer);
 void bill_invoices(bill_t *b);
 void bill_cust_free(void *p);

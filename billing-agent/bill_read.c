@@ -227,7 +227,7 @@ sub_time(bill_sub_t *s, const redisReply *r, const char *name, int64_t *out)
 
 /* one month's usage hash, by the usage rule of the pricing room */
 static void
-bill_usage(bill_sub_t *s, const redisReply *u)
+bill_usage(bill_t *b, bill_sub_t *s, const redisReply *u)
 {
     size_t  i;
 
@@ -238,6 +238,8 @@ bill_usage(bill_sub_t *s, const redisReply *u)
         apimon_usage_add(&s->use, s->start_ms, s->end_ms, u->element[i]->str,
                          u->element[i]->len, u->element[i + 1]->str,
                          u->element[i + 1]->len);
+        report_usage(&b->rep, s->id, u->element[i]->str, u->element[i]->len,
+                     u->element[i + 1]->str, u->element[i + 1]->len);
     }
 }
 
@@ -297,7 +299,7 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
-        bill_usage(&subs[i], r);
+        bill_usage(b, &subs[i], r);
         freeReplyObject(r);
     }
     return 0;

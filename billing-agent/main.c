@@ -5,6 +5,8 @@
  *   billing-agent [options] catalog show
  *   billing-agent [options] customer set <developer-email|appgroup:NAME> ID
  *   billing-agent [options] bill [--period YYYY-MM] [--dry-run] ...
+ *   billing-agent [options] reconcile --period YYYY-MM
+ *   billing-agent [options] report --period YYYY-MM --report-html FILE
  *
  * Secrets never come from argv: the Stripe key is read from STRIPE_API_KEY
  * or from an owner-only file (--stripe-key-file).
@@ -43,6 +45,10 @@ static const char  *usage_text =
 "  customer set OWNER ID    set the billing customer id (cus_...) of a\n"
 "                           developer (email) or an app group (appgroup:NAME)\n"
 "  bill                     price closed months and push invoice items\n"
+"  reconcile                rebuild the ledger of --period from what the\n"
+"                           Stripe API holds (after the ledger was lost)\n"
+"  report                   write the --report/--report-html of --period\n"
+"                           from Redis and the ledger, posting nothing\n"
 "\n"
 "options:\n"
 "  --redis ADDR             host[:port], [ipv6][:port] or unix:/path, then\n"
@@ -59,7 +65,11 @@ static const char  *usage_text =
 "  --dry-run                print the exact request bodies, change nothing\n"
 "  --report FILE            write every line as CSV, or JSON lines if FILE\n"
 "                           ends in .json, .jsonl or .ndjson\n"
-"  --create-invoices        then create one invoice per customer\n"
+"  --report-html FILE       write a self-contained HTML report of the run\n"
+"  --create-invoices        put each customer's lines on one invoice of\n"
+"                           exactly them, then finalize it\n"
+"  --finalize               with --create-invoices: finalize (default)\n"
+"  --draft                  with --create-invoices: leave drafts\n"
 "  --retry-failed           post lines the API refused again, with a new\n"
 "                           key (after fixing the cause)\n"
 "  --max-rps N              at most N API requests per second (default 20)\n"
@@ -453,6 +463,9 @@ cmd_bill(agent_conf_t *conf)
     char          *secret = NULL;
     int            rc;
 
+    if (conf->bill.mode == BILL_MODE_REPORT) {
+        conf->bill.dry_run = 1;        /* reads only, prints nothing */
+    }
     if (!conf->bill.dry_run) {
         secret = conf->key_file ? read_key_file(conf->key_file, err,
                                                 sizeof(err))
@@ -499,7 +512,8 @@ enum {
     OPT_REDIS = 256, OPT_PERIOD, OPT_ALLOW_OPEN, OPT_DRY_RUN, OPT_REPORT,
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
     OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
-    OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION
+    OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION, OPT_DRAFT,
+    OPT_FINALIZE, OPT_REPORT_HTML
 };
 
 static const struct option  long_opts[] = {
@@ -514,6 +528,9 @@ static const struct option  long_opts[] = {
     { "dry-run", no_argument, NULL, OPT_DRY_RUN },
     { "report", required_argument, NULL, OPT_REPORT },
     { "create-invoices", no_argument, NULL, OPT_INVOICES },
+    { "draft", no_argument, NULL, OPT_DRAFT },
+    { "finalize", no_argument, NULL, OPT_FINALIZE },
+    { "report-html", required_argument, NULL, OPT_REPORT_HTML },
     { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED },
     { "max-rps", required_argument, NULL, OPT_MAX_RPS },
     { "stripe-key-file", required_argument, NULL, OPT_KEY_FILE },
@@ -582,6 +599,13 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
             break;
         case OPT_INVOICES:
             conf->bill.create_invoices = 1;
+            break;
+        case OPT_DRAFT:
+        case OPT_FINALIZE:
+            conf->bill.draft = (ch == OPT_DRAFT);
+            break;
+        case OPT_REPORT_HTML:
+            conf->bill.report_html = optarg;
             break;
         case OPT_RETRY_FAILED:
             conf->bill.retry_failed = 1;
@@ -703,10 +727,18 @@ main(int argc, char **argv)
                            "appgroup:NAME> <customer-id>%s", "");
     }
 
-    if (strcmp(args[0], "bill") == 0) {
+    if (strcmp(args[0], "bill") == 0 || strcmp(args[0], "reconcile") == 0
+        || strcmp(args[0], "report") == 0)
+    {
         if (nargs != 1) {
-            return usage_error("bill: unexpected argument \"%s\"", args[1]);
+            return usage_error("unexpected argument \"%s\"", args[1]);
         }
+        if (args[0][0] != 'b' && conf.bill.period == NULL) {
+            return usage_error("%s needs --period YYYY-MM", args[0]);
+        }
+        conf.bill.mode = args[0][0] == 'b' ? BILL_MODE_BILL
+                         : args[0][2] == 'c' ? BILL_MODE_RECONCILE
+                         : BILL_MODE_REPORT;
         return cmd_bill(&conf);
     }
 

@@ -29,6 +29,7 @@ report_open(report_t *r, const char *path, char *err, size_t errlen)
 {
     r->f = NULL;
     r->json = 0;
+    r->html = NULL;
     if (path == NULL) {
         return 0;
     }
@@ -141,9 +142,33 @@ report_json(report_t *r, const report_row_t *w)
 }
 
 
+int
+report_open_html(report_t *r, const char *path, char *err, size_t errlen)
+{
+    if (path == NULL) {
+        return 0;
+    }
+    r->html = report_html_open(path, err, errlen);
+    return r->html ? 0 : -1;
+}
+
+
+void
+report_usage(report_t *r, const char *sub, const char *field, size_t flen,
+    const char *val, size_t vlen)
+{
+    if (r->html) {
+        report_html_usage(r->html, sub, field, flen, val, vlen);
+    }
+}
+
+
 void
 report_row(report_t *r, const report_row_t *row)
 {
+    if (r->html) {
+        report_html_row(r->html, row);
+    }
     if (r->f == NULL) {
         return;
     }
@@ -160,10 +185,14 @@ report_close(report_t *r)
 {
     int  rc = 0;
 
+    if (r->html && report_html_close(r->html) != 0) {
+        rc = -1;
+    }
+    r->html = NULL;
     if (r->f && r->f != stdout) {
-        rc = fclose(r->f);
+        rc = fclose(r->f) != 0 ? -1 : rc;
     } else if (r->f) {
-        rc = fflush(r->f);
+        rc = fflush(r->f) != 0 ? -1 : rc;
     }
     r->f = NULL;
     return rc == 0 ? 0 : -1;

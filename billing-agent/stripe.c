@@ -356,18 +356,21 @@ stripe_form_add(abuf_t *b, const char *key, const char *value)
 }
 
 
-/* 1 found, 0 not on this page (*more, *last set), -1 bad body */
+/*
+ * Calls each(obj, arg) for every object of one list page; *more, *last
+ * set.  The callback's non-zero return ends the scan with it; -1 bad body.
+ */
 static int
-stripe_scan_page(stripe_resp_t *r, const char *key, char *item,
-    size_t itemlen, int *more, char *last, size_t lastlen)
+stripe_scan_page(stripe_resp_t *r, stripe_each_pt each, void *arg,
+    int *more, char *last, size_t lastlen)
 {
-    cJSON  *j, *data, *it, *md, *k, *id;
-    int     found = 0;
+    cJSON  *j, *data, *it, *id;
+    int     rc = 0;
 
     j = cJSON_ParseWithLength(r->body.data ? r->body.data : "", r->body.len);
     data = j ? cJSON_GetObjectItemCaseSensitive(j, "data") : NULL;
     if (!cJSON_IsArray(data)) {
-        snprintf(r->error, sizeof(r->error), "invoice item list: bad JSON");
+        snprintf(r->error, sizeof(r->error), "list: bad JSON");
         cJSON_Delete(j);
         return -1;
     }
@@ -379,22 +382,61 @@ stripe_scan_page(stripe_resp_t *r, const char *key, char *item,
             continue;
         }
         snprintf(last, lastlen, "%s", id->valuestring);
-        md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
-        k = md ? cJSON_GetObjectItemCaseSensitive(md, "apimon_key") : NULL;
-        if (!found && cJSON_IsString(k) && strcmp(k->valuestring, key) == 0) {
-            snprintf(item, itemlen, "%s", id->valuestring);
-            found = 1;
+        if (rc == 0) {
+            rc = each(it, arg);
         }
     }
     *more = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "has_more"));
     cJSON_Delete(j);
-    return found;
+    return rc;
+}
+
+
+typedef struct {
+    const char  *key;
+    char        *item;
+    size_t       itemlen;
+} stripe_find_t;
+
+
+static int
+stripe_find_each(cJSON *it, void *arg)
+{
+    stripe_find_t  *f = arg;
+    cJSON          *md, *k, *id;
+
+    md = cJSON_GetObjectItemCaseSensitive(it, "metadata");
+    k = md ? cJSON_GetObjectItemCaseSensitive(md, "apimon_key") : NULL;
+    id = cJSON_GetObjectItemCaseSensitive(it, "id");
+    if (cJSON_IsString(k) && strcmp(k->valuestring, f->key) == 0) {
+        snprintf(f->item, f->itemlen, "%s", id->valuestring);
+        return 1;
+    }
+    return 0;
 }
 
 
 int
 stripe_find_item(stripe_t *s, const char *customer, const char *key,
     char *item, size_t itemlen, stripe_resp_t *r)
+{
+    return stripe_find(s, "invoiceitems", customer, key, item, itemlen, r);
+}
+
+
+int
+stripe_find(stripe_t *s, const char *list, const char *customer,
+    const char *key, char *item, size_t itemlen, stripe_resp_t *r)
+{
+    stripe_find_t  f = { key, item, itemlen };
+
+    return stripe_list(s, list, customer, stripe_find_each, &f, r);
+}
+
+
+int
+stripe_list(stripe_t *s, const char *list, const char *customer,
+    stripe_each_pt each, void *arg, stripe_resp_t *r)
 {
     abuf_t  path, query;
     char    last[256] = "";
@@ -413,7 +455,7 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
             stripe_form_add(&query, "starting_after", last);
         }
         abuf_reset(&path);
-        abuf_printf(&path, "/v1/invoiceitems?%s", query.data);
+        abuf_printf(&path, "/v1/%s?%s", list, query.data);
 
         /* a GET is safe to repeat: retry transient failures here */
         for (attempt = 0; ; attempt++) {
@@ -431,8 +473,7 @@ stripe_find_item(stripe_t *s, const char *customer, const char *key,
             agent_sleep_us(stripe_backoff_us(s, attempt));
         }
 
-        rc = stripe_scan_page(r, key, item, itemlen, &more, last,
-                              sizeof(last));
+        rc = stripe_scan_page(r, each, arg, &more, last, sizeof(last));
         if (rc != 0) {
             abuf_free(&path);
             abuf_free(&query);

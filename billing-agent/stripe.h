@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include <curl/curl.h>
+#include <cjson/cJSON.h>
 
 #include "util.h"
 
@@ -76,5 +77,16 @@ void stripe_form_add(abuf_t *b, const char *key, const char *value);
  */
 int stripe_find_item(stripe_t *s, const char *customer, const char *key,
     char *item, size_t itemlen, stripe_resp_t *r);
+/*
+ * Pages through a list of the customer's objects ("invoiceitems",
+ * "invoices"), newest first, calling each(obj, arg) for every one; a
+ * non-zero return stops and is returned.  0 listed, -1 the listing failed.
+ */
+typedef int (*stripe_each_pt)(cJSON *obj, void *arg);
+int stripe_list(stripe_t *s, const char *list, const char *customer,
+    stripe_each_pt each, void *arg, stripe_resp_t *r);
+/* stripe_find_item in another list of the customer's ("invoices") */
+int stripe_find(stripe_t *s, const char *list, const char *customer,
+    const char *key, char *item, size_t itemlen, stripe_resp_t *r);
 
 #endif

@@ -42,7 +42,8 @@ my $ledger = $r->cmd('HGETALL', 'apimon:bill:202601');
 my %st = @$ledger;
 my @computed = grep { decode_json($st{$_})->{state} eq 'computed' } keys %st;
 is(scalar @computed, 1, 'crash: one line left computed (its outcome unknown)');
-is((grep { decode_json($st{$_})->{state} eq 'done' } keys %st), 4, 'crash: four lines done');
+is((grep { !/^month\|/ && decode_json($st{$_})->{state} eq 'done' } keys %st), 4,
+    'crash: four lines done');
 is($r->cmd('EXISTS', 'apimon:bill:lock'), 1, 'crash: the dead run\'s lock is still there');
 
 # while the lock lives, a rerun is refused with the locked code

@@ -67,6 +67,29 @@ sub fault {
 
 sub reset { $_[0]->_post('/_reset') }
 
+# waits (up to 10 s) until a request met an injected 'slow' fault
+sub wait_slow {
+    my ($self) = @_;
+    my $t0 = Time::HiRes::time();
+    while (Time::HiRes::time() - $t0 < 10) {
+        return 1 if grep { ($_->{fault} // '') eq 'slow' } $self->requests;
+        sleep 0.05;
+    }
+    return 0;
+}
+
+# forgets every idempotency key, as Stripe does after 24 hours
+sub forget_keys { $_[0]->_post('/_forget_keys') }
+
+# an authenticated API POST (as another integration of the customer would
+# make): the decoded answer
+sub api_post {
+    my ($self, $path, %form) = @_;
+    my $r = $self->{http}->post_form($self->url . $path, \%form,
+        { headers => { Authorization => "Bearer $self->{key}" } });
+    return decode_json($r->{content});
+}
+
 sub dump {
     my ($self) = @_;
     my $r = $self->{http}->get($self->url . '/_dump');
