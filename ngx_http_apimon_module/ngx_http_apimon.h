@@ -269,6 +269,7 @@ typedef struct {
     ngx_str_t                  quota_n_text;
     ngx_uint_t                 quota_status;
     ngx_uint_t                 on_redis_error;
+    ngx_uint_t                 log_level;     /* of refusals */
     ngx_flag_t                 legacy_headers;
     ngx_msec_t                 timeout;
     ngx_http_apimon_metrics_api_t  *metrics;  /* NULL: not enforcing */

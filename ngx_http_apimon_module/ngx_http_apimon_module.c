@@ -63,6 +63,16 @@ static ngx_conf_enum_t  ngx_http_apimon_on_redis_error_values[] = {
 };
 
 
+/* as limit_req_log_level */
+static ngx_conf_enum_t  ngx_http_apimon_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
+    { ngx_null_string, 0 }
+};
+
+
 static ngx_command_t  ngx_http_apimon_commands[] = {
 
     { ngx_string("apimon_redis"),
@@ -155,6 +165,13 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
       ngx_http_apimon_on_redis_error_values },
+
+    { ngx_string("apimon_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, log_level),
+      ngx_http_apimon_log_levels },
 
     { ngx_string("apimon_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -301,6 +318,7 @@ ngx_http_apimon_create_loc_conf(ngx_conf_t *cf)
     alcf->quota_n = NGX_CONF_UNSET_UINT;
     alcf->quota_status = NGX_CONF_UNSET_UINT;
     alcf->on_redis_error = NGX_CONF_UNSET_UINT;
+    alcf->log_level = NGX_CONF_UNSET_UINT;
     alcf->legacy_headers = NGX_CONF_UNSET;
     alcf->timeout = NGX_CONF_UNSET_MSEC;
 
@@ -326,6 +344,8 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_FORBIDDEN);
     ngx_conf_merge_uint_value(conf->on_redis_error, prev->on_redis_error,
                               NGX_HTTP_APIMON_REDIS_CLOSED);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_INFO);
     ngx_conf_merge_value(conf->legacy_headers, prev->legacy_headers, 0);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout,
                               NGX_HTTP_APIMON_DEFAULT_TIMEOUT);

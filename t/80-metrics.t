@@ -119,6 +119,8 @@ my $maps = Apimon::Nginx::subscribe($r, 'maps')->{primary};
 
 my $n = Apimon::Nginx->new(workers => 2);
 my $spread = Apimon::Nginx::free_port();
+my $tokens = $n->prefix . '/admin.tokens';
+{ open my $fh, '>', $tokens or die; print $fh "portal:portal-token-0123456789abcdef\n"; close $fh }
 
 sub conf {
     my ($extra) = @_;
@@ -143,6 +145,11 @@ $extra
 HTTP
         location = /metrics {
             apimon_metrics;
+        }
+
+        location /apimon/ {
+            apimon_admin;
+            apimon_admin_token_file $tokens;
         }
 CONF
 }
@@ -252,6 +259,23 @@ $m = metrics();
 my $rc = 0;
 $rc += $m->{apimon_redis_reconnects_total}{samples}{"apimon_redis_reconnects_total{worker=$_}"} for 0, 1;
 ok($rc >= 1, "reconnects counted ($rc)");
+
+# --- the management API: by route table row and status; unrouted: none
+my $base = '/apimon/v1/organizations/default';
+my %auth = (Authorization => 'Bearer portal-token-0123456789abcdef');
+is($n->get("$base/apiproducts", %auth)->{status}, 200, 'admin: list products') for 1 .. 3;
+is($n->get("$base/apiproducts/weather", %auth)->{status}, 200, 'admin: one product');
+is($n->get("$base/apiproducts/nope", %auth)->{status}, 404, 'admin: no such product');
+is($n->get("$base/apiproducts")->{status}, 401, 'admin: no token');
+is($n->get("$base/nothing/here/at/all", %auth)->{status}, 404, 'admin: no such route');
+$m = metrics();
+my $a = $m->{apimon_admin_requests_total}{samples};
+is($a->{'apimon_admin_requests_total{code=200,endpoint=GET apiproducts}'}, 3, 'admin: GET apiproducts 200 x3');
+is($a->{'apimon_admin_requests_total{code=200,endpoint=GET apiproducts/{product}}'}, 1, 'admin: GET apiproducts/{product} 200');
+is($a->{'apimon_admin_requests_total{code=404,endpoint=GET apiproducts/{product}}'}, 1, 'admin: GET apiproducts/{product} 404');
+is($a->{'apimon_admin_requests_total{code=401,endpoint=none}'}, 1, 'admin: 401 before routing: endpoint none');
+is($a->{'apimon_admin_requests_total{code=404,endpoint=none}'}, 1, 'admin: no route: endpoint none');
+is(scalar keys %$a, 5, 'admin: only the series that counted something');
 
 is($n->get('/metrics', )->{status}, 200, 'GET again');
 is($n->request('POST', '/metrics')->{status}, 405, 'POST /metrics: 405');
