@@ -270,6 +270,7 @@ typedef struct {
     ngx_uint_t                 quota_status;
     ngx_uint_t                 on_redis_error;
     ngx_uint_t                 log_level;     /* of refusals */
+    ngx_flag_t                 dry_run;       /* decide, refuse nothing */
     ngx_flag_t                 legacy_headers;
     ngx_msec_t                 timeout;
     ngx_http_apimon_metrics_api_t  *metrics;  /* NULL: not enforcing */
@@ -318,6 +319,7 @@ typedef struct {
     unsigned                       waiting:1; /* queued or in a batch */
     unsigned                       queued:1;
     unsigned                       counted:1; /* in the metrics */
+    unsigned                       dry_run:1; /* would have been refused */
 } ngx_http_apimon_ctx_t;
 
 

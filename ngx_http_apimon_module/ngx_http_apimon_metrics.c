@@ -304,15 +304,19 @@ ngx_http_apimon_metrics_sh(void)
 
 void
 ngx_http_apimon_metrics_check(ngx_http_apimon_loc_conf_t *alcf,
-    ngx_uint_t result)
+    ngx_uint_t result, ngx_uint_t dry_run)
 {
     ngx_uint_t                     row;
     ngx_http_apimon_metrics_sh_t  *sh;
 
     sh = ngx_http_apimon_metrics_sh();
 
-    if (sh == NULL || result >= NGX_HTTP_APIMON_METRICS_RESULTS) {
+    if (sh == NULL || result >= NGX_HTTP_APIMON_METRICS_RESULTS / 2) {
         return;
+    }
+
+    if (dry_run) {
+        result += NGX_HTTP_APIMON_METRICS_RESULTS / 2;
     }
 
     row = alcf->metrics ? alcf->metrics->row : NGX_HTTP_APIMON_METRICS_APIS;
@@ -546,7 +550,7 @@ ngx_http_apimon_metrics_checks(u_char *p, ngx_http_apimon_metrics_sh_t *sh)
             }
         }
 
-        for (res = 1; res < NGX_HTTP_APIMON_METRICS_RESULTS; res++) {
+        for (res = 1; res < NGX_HTTP_APIMON_METRICS_RESULTS / 2; res++) {
             name = ngx_http_apimon_result_name(res);
 
             if (name->len == 0) {
@@ -556,6 +560,25 @@ ngx_http_apimon_metrics_checks(u_char *p, ngx_http_apimon_metrics_sh_t *sh)
             p = ngx_sprintf(p, "apimon_checks_total{api=\"%V\","
                             "result=\"%V\"} %uA\n",
                             &api, name, sh->checks[row][res]);
+        }
+
+        /* what apimon_dry_run let through: the refusals' own series */
+        for (res = 1; res < NGX_HTTP_APIMON_METRICS_RESULTS / 2; res++) {
+            name = ngx_http_apimon_result_name(res);
+
+            if (name->len == 0) {
+                break;
+            }
+
+            if (ngx_http_apimon_result(res)->status == 0) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, "apimon_checks_total{api=\"%V\","
+                            "result=\"dry_run_%V\"} %uA\n", &api, name,
+                            sh->checks[row]
+                                      [res + NGX_HTTP_APIMON_METRICS_RESULTS
+                                             / 2]);
         }
 
         if (!found) {

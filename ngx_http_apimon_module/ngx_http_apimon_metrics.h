@@ -18,7 +18,7 @@
 
 
 #define NGX_HTTP_APIMON_METRICS_APIS      256   /* a row more: the rest */
-#define NGX_HTTP_APIMON_METRICS_RESULTS   32
+#define NGX_HTTP_APIMON_METRICS_RESULTS   32    /* dry runs: the upper half */
 #define NGX_HTTP_APIMON_METRICS_WORKERS   64
 #define NGX_HTTP_APIMON_METRICS_ROUTES    64    /* a row more: unrouted */
 #define NGX_HTTP_APIMON_METRICS_API_LEN   64
@@ -35,7 +35,7 @@ char *ngx_http_apimon_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
 
 /* a request's decision, counted once per request */
 void ngx_http_apimon_metrics_check(ngx_http_apimon_loc_conf_t *alcf,
-    ngx_uint_t result);
+    ngx_uint_t result, ngx_uint_t dry_run);
 /* a monotonic clock in microseconds, and one Redis round trip */
 uint64_t ngx_http_apimon_metrics_usec(void);
 void ngx_http_apimon_metrics_redis_time(uint64_t usec);

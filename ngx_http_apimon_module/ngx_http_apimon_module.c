@@ -173,6 +173,13 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       offsetof(ngx_http_apimon_loc_conf_t, log_level),
       ngx_http_apimon_log_levels },
 
+    { ngx_string("apimon_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, dry_run),
+      NULL },
+
     { ngx_string("apimon_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_apimon_metrics,
@@ -319,6 +326,7 @@ ngx_http_apimon_create_loc_conf(ngx_conf_t *cf)
     alcf->quota_status = NGX_CONF_UNSET_UINT;
     alcf->on_redis_error = NGX_CONF_UNSET_UINT;
     alcf->log_level = NGX_CONF_UNSET_UINT;
+    alcf->dry_run = NGX_CONF_UNSET;
     alcf->legacy_headers = NGX_CONF_UNSET;
     alcf->timeout = NGX_CONF_UNSET_MSEC;
 
@@ -346,6 +354,7 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_APIMON_REDIS_CLOSED);
     ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
                               NGX_LOG_INFO);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
     ngx_conf_merge_value(conf->legacy_headers, prev->legacy_headers, 0);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout,
                               NGX_HTTP_APIMON_DEFAULT_TIMEOUT);
