@@ -45,6 +45,8 @@ static void ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt,
 static void ngx_http_apimon_batch_sent(void);
 static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
     void *data);
+static void ngx_http_apimon_batch_failing(redisReply *reply, ngx_uint_t n,
+    ngx_log_t *log);
 static void ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b);
 static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 static void ngx_http_apimon_check_result(ngx_http_request_t *r,
@@ -476,6 +478,52 @@ ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt, u_char *last)
 
 /* the reply, or none (reply == NULL: err says why) */
 
+/*
+ * The check script refused by Redis (OOM, BUSY, READONLY, ...): every batch
+ * would log it, hundreds a second.  The first is logged, then debug only,
+ * until a check works again (reply NULL): that is logged with the time it
+ * took and the requests that failed meanwhile.
+ */
+
+static void
+ngx_http_apimon_batch_failing(redisReply *reply, ngx_uint_t n, ngx_log_t *log)
+{
+    ngx_http_apimon_batcher_t  *bt;
+
+    bt = ngx_http_apimon_batcher_get();
+
+    if (reply == NULL) {
+        if (bt->failing) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "apimon: the check script works again after %M ms: "
+                          "%ui requests got redis_error meanwhile",
+                          (ngx_msec_t) (ngx_current_msec - bt->failing_since),
+                          bt->failed);
+            bt->failing = 0;
+        }
+
+        return;
+    }
+
+    if (bt->failing) {
+        bt->failed += n;
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "apimon: the check script failed again: %*s",
+                       (size_t) reply->len, reply->str);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "apimon: the check script failed: %*s; until a check "
+                  "works again, this is logged once", (size_t) reply->len,
+                  reply->str);
+
+    bt->failing = 1;
+    bt->failing_since = ngx_current_msec;
+    bt->failed = n;
+}
+
+
 static void
 ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 {
@@ -519,9 +567,7 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
         }
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "apimon: the check script failed: %*s",
-                      (size_t) reply->len, reply->str);
+        ngx_http_apimon_batch_failing(reply, b->live, log);
         reply = NULL;
 
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n) {
@@ -531,6 +577,7 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 
     } else {
         ran = 1;
+        ngx_http_apimon_batch_failing(NULL, 0, log);
     }
 
     /*
