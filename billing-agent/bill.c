@@ -270,6 +270,18 @@ bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body)
         return;
     }
 
+    /*
+     * a plan leaves the catalog once none of its subscriptions can be used
+     * or billed (catalog_apply.lua): one of those, with no day and no call
+     * in this month, has nothing to bill and nothing to report
+     */
+    if (s->bp == NULL && s->why[0] == '\0'
+        && s->use.calls == 0 && s->use.unbilled == 0
+        && apimon_active_days(&b->p, s->start_ms, s->end_ms) == 0)
+    {
+        return;
+    }
+
     if (b->o->mode == BILL_MODE_RECONCILE) {
         bill_reconcile_sub(b, s);
         return;

@@ -512,10 +512,12 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
 
 static const char *const f_catalog[] = { "$schema", "products", "plans",
     NULL };
+/* state, retired and attributes: checked by catalog_apply.lua */
 static const char *const f_product[] = { "name", "displayName",
-    "description", "apis", "defaultPlan", NULL };
+    "description", "apis", "defaultPlan", "state", "attributes", NULL };
 static const char *const f_plan[] = { "name", "product", "displayName",
-    "description", "approval", "rateLimit", "quota", "pricing", NULL };
+    "description", "approval", "rateLimit", "quota", "pricing", "retired",
+    "attributes", NULL };
 static const char *const f_rate[] = { "limit", "per", NULL };
 static const char *const f_quota[] = { "limit", "period", NULL };
 

@@ -125,12 +125,13 @@ A="http://127.0.0.1:$hport/apimon/v1/organizations/default"
 H="Authorization: Bearer $token"
 
 step "a developer, through the management API"
-curl -sS -H "$H" -X POST "$A/developers" \
+curl -sS -H "$H" -H "Content-Type: application/json" -X POST "$A/developers" \
     -d '{"email": "ann@example.com", "firstName": "Ann", "lastName": "Lee", "userName": "ann"}'
 echo
 
 step "purchase weather-bronze (the keys are shown this once)"
-sub=$(curl -sS -H "$H" -X POST "$A/developers/ann@example.com/subscriptions" \
+sub=$(curl -sS -H "$H" -H "Content-Type: application/json" \
+      -X POST "$A/developers/ann@example.com/subscriptions" \
       -d '{"apiproduct": "weather", "plan": "weather-bronze"}')
 echo "$sub" | sed 's/"\(primary\|secondary\)":"\(ak2_[a-z0-9]\{8\}\)[a-z0-9]*"/"\1":"\2…"/g'
 key=$(echo "$sub" | sed 's/.*"primary":"\([^"]*\)".*/\1/')

@@ -208,6 +208,14 @@ ngx_int_t ngx_http_apimon_unknown_find(ngx_http_apimon_unknown_t *cache,
     u_char *digest);
 void ngx_http_apimon_unknown_add(ngx_http_apimon_unknown_t *cache,
     u_char *digest);
+/*
+ * HMAC-SHA-256(first key secret, label): a key of 32 bytes for another use
+ * of the secret; NGX_DECLINED: no apimon_key_secret_file
+ */
+ngx_int_t ngx_http_apimon_key_derive(ngx_array_t *secrets, char *label,
+    u_char *out);
+/* len random bytes (getrandom) */
+ngx_int_t ngx_http_apimon_random(u_char *buf, size_t len, ngx_log_t *log);
 /* a new random (version 4) UUID, dashed; out has 36 bytes */
 ngx_int_t ngx_http_apimon_uuid(u_char *out, ngx_log_t *log);
 /* frees the digest state (exit_process) */

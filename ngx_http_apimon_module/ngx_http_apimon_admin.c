@@ -150,6 +150,10 @@ ngx_http_apimon_admin_handler(ngx_http_request_t *r)
         rc = ngx_http_apimon_admin_route(r, ctx);
     }
 
+    if (rc == NGX_OK && ctx->route->body != NGX_HTTP_APIMON_ADMIN_NO_BODY) {
+        rc = ngx_http_apimon_admin_media_type(r);
+    }
+
     if (rc == NGX_OK
         && ctx->route->body != NGX_HTTP_APIMON_ADMIN_NO_BODY
         && r->headers_in.content_length_n > (off_t) alcf->body_max)

@@ -4,8 +4,9 @@
  * ngx_http_apimon_admin.c (module, configuration, request flow, tokens),
  * _admin_route.c (the route table, its matcher, the Redis calls),
  * _admin_body.c (request bodies, query arguments), _admin_reply.c
- * (answers), _admin_json.c (the public shapes) and _admin_ops.c (the
- * operations).
+ * (answers), _admin_json.c (the public shapes), _admin_cond.c (ETags,
+ * If-Match, the bodies' media type), _admin_idem.c (Idempotency-Key) and
+ * _admin_ops.c (the operations).
  */
 
 
@@ -33,6 +34,9 @@
 #define NGX_HTTP_APIMON_ADMIN_TOKEN_FILE_MAX  65536
 #define NGX_HTTP_APIMON_ADMIN_USAGE_DAYS    400
 #define NGX_HTTP_APIMON_ADMIN_MAX_MEMBERS   64
+
+/* nginx has no name (nor status line) for it */
+#define NGX_HTTP_UNPROCESSABLE_ENTITY       422
 
 
 typedef struct {
@@ -73,6 +77,9 @@ struct ngx_http_apimon_admin_ctx_s {
     ngx_str_t                        action;      /* expire, primary, ... */
 
     cJSON                           *body;        /* NULL: none sent */
+    ngx_str_t                        raw_body;    /* as sent */
+    ngx_str_t                        idem;        /* Idempotency-Key's
+                                                     digest, or empty */
     ngx_uint_t                       status;      /* of a success */
     ngx_int_t                        rc;          /* of sending an error */
 
@@ -147,6 +154,8 @@ ngx_int_t ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
 ngx_int_t ngx_http_apimon_admin_body_string(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_uint_t required,
     ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_body_json(ngx_http_request_t *r,
+    cJSON *json, ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_body_time(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *field, ngx_str_t *value);
 ngx_int_t ngx_http_apimon_admin_arg(ngx_http_request_t *r, char *name,
@@ -166,6 +175,25 @@ ngx_int_t ngx_http_apimon_admin_header(ngx_http_request_t *r, char *key,
 ngx_int_t ngx_http_apimon_admin_location(ngx_http_request_t *r,
     ngx_str_t *name);
 cJSON *ngx_http_apimon_admin_parse(ngx_http_request_t *r, redisReply *reply);
+
+
+/* conditional requests, media type (ngx_http_apimon_admin_cond.c) */
+
+void ngx_http_apimon_admin_if_match(ngx_http_request_t *r, ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_etag(ngx_http_request_t *r, cJSON *raw);
+ngx_int_t ngx_http_apimon_admin_etag_json(ngx_http_request_t *r,
+    cJSON *json);
+ngx_int_t ngx_http_apimon_admin_media_type(ngx_http_request_t *r);
+
+
+/* safe retries (ngx_http_apimon_admin_idem.c) */
+
+ngx_int_t ngx_http_apimon_admin_idem_header(ngx_http_request_t *r,
+    ngx_str_t *value);
+ngx_int_t ngx_http_apimon_admin_idem_args(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, ngx_str_t *args);
+ngx_int_t ngx_http_apimon_admin_idem_replay(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx, cJSON *raw);
 
 
 /* the public shapes of the resources (ngx_http_apimon_admin_json.c) */

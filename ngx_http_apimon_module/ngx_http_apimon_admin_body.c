@@ -83,6 +83,9 @@ ngx_http_apimon_admin_read_json(ngx_http_request_t *r,
         p = ngx_cpymem(p, b->pos, b->last - b->pos);
     }
 
+    ctx->raw_body.data = text;
+    ctx->raw_body.len = (size_t) size;
+
     ctx->body = cJSON_ParseWithLengthOpts((char *) text, (size_t) size, &end,
                                           0);
 
@@ -291,15 +294,37 @@ ngx_http_apimon_admin_members(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_apimon_admin_unknown(ngx_http_request_t *r, char *name)
 {
-    if (ngx_strcmp(name, "attributes") == 0) {
-        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
-                                     "attributes: not supported (custom "
-                                     "attributes are not stored yet)");
-    }
-
     return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
                                        "%*s: unknown field",
                                        ngx_min(ngx_strlen(name), 64), name);
+}
+
+
+/* a JSON value as text in the request's pool, for a script to check */
+
+ngx_int_t
+ngx_http_apimon_admin_body_json(ngx_http_request_t *r, cJSON *json,
+    ngx_str_t *value)
+{
+    char  *text;
+
+    text = cJSON_PrintUnformatted(json);
+    if (text == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->len = ngx_strlen(text);
+    value->data = ngx_pnalloc(r->pool, value->len + 1);
+
+    if (value->data == NULL) {
+        cJSON_free(text);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(value->data, text, value->len);
+    cJSON_free(text);
+
+    return NGX_OK;
 }
 
 

@@ -57,6 +57,35 @@ ngx_http_apimon_admin_copy_number(cJSON *to, char *name, cJSON *from,
 }
 
 
+/*
+ * "attributes", kept by the scripts as JSON text, as the array it holds
+ * (none: []); "to" may be "from"
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_attributes(cJSON *to, cJSON *from)
+{
+    cJSON  *item, *list;
+
+    item = cJSON_GetObjectItemCaseSensitive(from, "attributes");
+    list = cJSON_IsString(item) ? cJSON_Parse(item->valuestring) : NULL;
+
+    if (!cJSON_IsArray(list)) {
+        cJSON_Delete(list);
+        list = cJSON_CreateArray();
+    }
+
+    cJSON_DeleteItemFromObjectCaseSensitive(to, "attributes");
+
+    if (list == NULL || !cJSON_AddItemToObject(to, "attributes", list)) {
+        cJSON_Delete(list);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 /* a subscription hash (as JSON) -> the public, Apigee-shaped resource */
 
 cJSON *
@@ -97,6 +126,11 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
     ngx_http_apimon_admin_copy_string(out, "lastModifiedAt", raw,
                                       "lastModifiedAt");
 
+    if (ngx_http_apimon_admin_attributes(out, raw) != NGX_OK) {
+        cJSON_Delete(out);
+        return NULL;
+    }
+
     quota = cJSON_GetObjectItemCaseSensitive(raw, "quota");
 
     if (cJSON_IsObject(quota)) {
@@ -133,12 +167,37 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
  * product gets (defaultPlan: declared, or the only plan).
  */
 
+/* a catalog object with the lifecycle and attributes members it omits */
+
+static cJSON *
+ngx_http_apimon_admin_catalog_item(cJSON *item, char *flag, cJSON *dflt)
+{
+    cJSON  *out;
+
+    out = cJSON_Duplicate(item, 1);
+
+    if (out && !cJSON_HasObjectItem(out, flag)) {
+        cJSON_AddItemToObject(out, flag, dflt);
+        dflt = NULL;
+    }
+
+    cJSON_Delete(dflt);
+
+    if (out && !cJSON_HasObjectItem(out, "attributes")) {
+        cJSON_AddArrayToObject(out, "attributes");
+    }
+
+    return out;
+}
+
+
 cJSON *
 ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
 {
-    cJSON  *out, *list, *plan, *owner, *name, *only;
+    cJSON  *out, *list, *plan, *owner, *name, *only, *item;
 
-    out = cJSON_Duplicate(product, 1);
+    out = ngx_http_apimon_admin_catalog_item(product, "state",
+                                             cJSON_CreateString("active"));
     if (out == NULL) {
         return NULL;
     }
@@ -158,7 +217,9 @@ ngx_http_apimon_admin_product_json(cJSON *product, cJSON *plans)
         if (cJSON_IsString(owner) && cJSON_IsString(name)
             && ngx_strcmp(owner->valuestring, name->valuestring) == 0)
         {
-            cJSON_AddItemToArray(list, cJSON_Duplicate(plan, 1));
+            item = ngx_http_apimon_admin_catalog_item(plan, "retired",
+                                                      cJSON_CreateFalse());
+            cJSON_AddItemToArray(list, item);
             only = plan;
         }
     }
@@ -239,6 +300,17 @@ ngx_http_apimon_admin_product_find(cJSON *catalog, ngx_str_t *want)
 cJSON *
 ngx_http_apimon_admin_owner_json(cJSON *raw)
 {
+    /* the version is the ETag header's */
+    cJSON_DeleteItemFromObjectCaseSensitive(raw, "ver");
+
+    /* a record from before owners had a status */
+    if (!cJSON_HasObjectItem(raw, "status")) {
+        cJSON_AddStringToObject(raw, "status", "active");
+    }
+
+    /* raw is the resource: on a failure it goes without its attributes */
+    (void) ngx_http_apimon_admin_attributes(raw, raw);
+
     return raw;
 }
 

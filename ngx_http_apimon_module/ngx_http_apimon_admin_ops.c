@@ -72,6 +72,11 @@ ngx_http_apimon_admin_products_reply(ngx_http_request_t *r,
 
     cJSON_Delete(catalog);
 
+    if (out && ngx_http_apimon_admin_etag_json(r, out) != NGX_OK) {
+        cJSON_Delete(out);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_apimon_admin_send(r, NGX_HTTP_OK, out);
 }
 
@@ -118,35 +123,27 @@ ngx_http_apimon_admin_owners_reply(ngx_http_request_t *r,
 }
 
 
-/* the body for owner_put: the fields as sent, the id from the path */
+/*
+ * owner_put: the fields as sent (the id from the path), and If-Match, which
+ * an update compares with the record in the same call
+ */
 
 static ngx_int_t
 ngx_http_apimon_admin_owner_put(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, char *mode)
 {
-    char       *text;
-    ngx_str_t   args[2];
+    ngx_str_t   args[3];
 
-    text = cJSON_PrintUnformatted(ctx->body);
-    if (text == NULL) {
+    if (ngx_http_apimon_admin_body_json(r, ctx->body, &args[0]) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    args[0].len = ngx_strlen(text);
-    args[0].data = ngx_pnalloc(r->pool, args[0].len);
-
-    if (args[0].data == NULL) {
-        cJSON_free(text);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_memcpy(args[0].data, text, args[0].len);
-    cJSON_free(text);
 
     args[1].data = (u_char *) mode;
     args[1].len = ngx_strlen(mode);
 
-    return ngx_http_apimon_admin_script(r, ctx, NULL, args, 2,
+    ngx_http_apimon_admin_if_match(r, &args[2]);
+
+    return ngx_http_apimon_admin_script(r, ctx, NULL, args, 3,
                                         ngx_http_apimon_admin_owner_reply);
 }
 
@@ -204,6 +201,12 @@ ngx_http_apimon_admin_owner_reply(ngx_http_request_t *r,
     cJSON  *json;
 
     json = ngx_http_apimon_admin_parse(r, reply);
+
+    if (json && ngx_http_apimon_admin_etag(r, json) != NGX_OK) {
+        cJSON_Delete(json);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     json = json ? ngx_http_apimon_admin_owner_json(json) : NULL;
 
     if (ctx->status == NGX_HTTP_CREATED
@@ -258,6 +261,11 @@ ngx_http_apimon_admin_owner_hash_reply(ngx_http_request_t *r,
 
     raw = ngx_http_apimon_admin_hash_json(reply);
     if (raw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_apimon_admin_etag(r, raw) != NGX_OK) {
+        cJSON_Delete(raw);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -384,11 +392,13 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
+    cJSON      *attrs;
     ngx_int_t   rc;
-    ngx_str_t   key, args[7];
+    ngx_str_t   key, args[11];
 
     /* subscription_create: id, product, plan, the two key digests,
-     * startTime, endTime */
+     * startTime, endTime, the Idempotency-Key's three, attributes (JSON,
+     * checked by the script) */
 
     rc = ngx_http_apimon_admin_body_string(r, ctx, "apiproduct", 1, &args[1]);
     if (rc != NGX_OK) {
@@ -446,9 +456,23 @@ ngx_http_apimon_admin_sub_purchase(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    rc = ngx_http_apimon_admin_idem_args(r, ctx, &args[7]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    attrs = cJSON_GetObjectItemCaseSensitive(ctx->body, "attributes");
+    ngx_str_set(&args[10], "");
+
+    if (attrs && ngx_http_apimon_admin_body_json(r, attrs, &args[10])
+                 != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->status = NGX_HTTP_CREATED;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, args, 7,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 11,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -470,11 +494,41 @@ ngx_http_apimon_admin_sub_get(ngx_http_request_t *r,
 }
 
 
+/* PUT: its attributes (subscription_put checks the members) */
+
+static ngx_int_t
+ngx_http_apimon_admin_sub_update(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx)
+{
+    ngx_str_t  key, args[2];
+
+    if (ngx_http_apimon_admin_body_json(r, ctx->body, &args[0]) != NGX_OK
+        || ngx_http_apimon_admin_sub_key_name(r, &ctx->name, &key) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_apimon_admin_if_match(r, &args[1]);
+
+    ctx->status = NGX_HTTP_OK;
+
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
+                                        ngx_http_apimon_admin_sub_reply);
+}
+
+
 static ngx_int_t
 ngx_http_apimon_admin_sub_action(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
-    ngx_str_t  key;
+    ngx_str_t  key, args[2];
+
+    if (ngx_http_apimon_admin_idem_header(r, &key) == NGX_OK) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "Idempotency-Key: taken by a purchase "
+                                     "and :regenerate only (an action is "
+                                     "guarded by If-Match)");
+    }
 
     if (!ngx_http_apimon_admin_is(&ctx->action, "activate")
         && !ngx_http_apimon_admin_is(&ctx->action, "suspend")
@@ -492,9 +546,12 @@ ngx_http_apimon_admin_sub_action(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    args[0] = ctx->action;
+    ngx_http_apimon_admin_if_match(r, &args[1]);
+
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, &ctx->action, 1,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
@@ -503,8 +560,9 @@ static ngx_int_t
 ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx)
 {
+    ngx_int_t   rc;
     ngx_uint_t  slot;
-    ngx_str_t   key, args[2];
+    ngx_str_t   key, args[6];
 
     ngx_memcpy(ctx->sub_id, ctx->name.data, NGX_HTTP_APIMON_SUB_ID_LEN);
 
@@ -517,24 +575,48 @@ ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
     }
 
     args[0] = ctx->action;
+    ngx_http_apimon_admin_if_match(r, &args[2]);
+
+    rc = ngx_http_apimon_admin_idem_args(r, ctx, &args[3]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
     ctx->status = NGX_HTTP_OK;
 
-    return ngx_http_apimon_admin_script(r, ctx, &key, args, 2,
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 6,
                                         ngx_http_apimon_admin_sub_reply);
 }
 
 
-/* the subscription, with the keys made by this request (shown only here) */
+/*
+ * the subscription, with the keys made by this request (shown only here)
+ * or, replayed for its Idempotency-Key, by the first one
+ */
 
 static ngx_int_t
 ngx_http_apimon_admin_sub_reply(ngx_http_request_t *r,
     ngx_http_apimon_admin_ctx_t *ctx, redisReply *reply)
 {
-    char    key[NGX_HTTP_APIMON_KEY_MAX_LEN + 1];
-    cJSON  *raw, *out;
+    char       key[NGX_HTTP_APIMON_KEY_MAX_LEN + 1];
+    cJSON     *raw, *out;
+    ngx_int_t  rc;
 
     raw = ngx_http_apimon_admin_parse(r, reply);
-    out = raw ? ngx_http_apimon_admin_sub_json(raw) : NULL;
+    if (raw == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_apimon_admin_idem_replay(r, ctx, raw);
+
+    if (rc == NGX_DONE || rc == NGX_ERROR
+        || ngx_http_apimon_admin_etag(r, raw) != NGX_OK)
+    {
+        cJSON_Delete(raw);
+        return (rc == NGX_DONE) ? rc : NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out = ngx_http_apimon_admin_sub_json(raw);
     cJSON_Delete(raw);
 
     if (out == NULL) {
@@ -785,7 +867,7 @@ ngx_http_apimon_admin_audit_reply(ngx_http_request_t *r,
 static char  *ngx_http_apimon_admin_no_fields[] = { NULL };
 
 static char  *ngx_http_apimon_admin_purchase_fields[] = {
-    "apiproduct", "plan", "startTime", "endTime", NULL
+    "apiproduct", "plan", "startTime", "endTime", "attributes", NULL
 };
 
 
@@ -832,6 +914,10 @@ ngx_http_apimon_admin_route_t  ngx_http_apimon_admin_routes[] = {
     { ngx_string("GET"), "{owners}/{owner}/subscriptions/{sub}",
       ngx_http_apimon_admin_sub_get, APIMON_SCRIPT_SUBSCRIPTION_VIEW,
       NGX_HTTP_APIMON_ADMIN_NO_BODY, NULL },
+
+    { ngx_string("PUT"), "{owners}/{owner}/subscriptions/{sub}",
+      ngx_http_apimon_admin_sub_update, APIMON_SCRIPT_SUBSCRIPTION_PUT,
+      NGX_HTTP_APIMON_ADMIN_BODY, NULL },
 
     { ngx_string("POST"), "{owners}/{owner}/subscriptions/{sub}:{action}",
       ngx_http_apimon_admin_sub_action, APIMON_SCRIPT_SUBSCRIPTION_STATE,

@@ -28,8 +28,14 @@ static ngx_http_apimon_admin_problem_t  ngx_http_apimon_admin_problems[] = {
     { NGX_HTTP_NOT_ALLOWED, ngx_string("method_not_allowed"),
       ngx_string("Method Not Allowed") },
     { NGX_HTTP_CONFLICT, ngx_string("conflict"), ngx_string("Conflict") },
+    { NGX_HTTP_PRECONDITION_FAILED, ngx_string("precondition_failed"),
+      ngx_string("Precondition Failed") },
     { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, ngx_string("body_too_large"),
       ngx_string("Payload Too Large") },
+    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, ngx_string("unsupported_media_type"),
+      ngx_string("Unsupported Media Type") },
+    { NGX_HTTP_UNPROCESSABLE_ENTITY, ngx_string("idempotency_mismatch"),
+      ngx_string("Unprocessable Content") },
     { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("redis_unavailable"),
       ngx_string("Service Unavailable") },
     { 0, ngx_string("internal"), ngx_string("Internal Server Error") }
@@ -170,6 +176,10 @@ ngx_http_apimon_admin_error(ngx_http_request_t *r, ngx_uint_t status,
     {
         ctx->rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         return NGX_DONE;
+    }
+
+    if (status == NGX_HTTP_UNPROCESSABLE_ENTITY) {
+        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Content");
     }
 
     ctx->rc = ngx_http_apimon_problem(r, status, &pr->code, &pr->title,

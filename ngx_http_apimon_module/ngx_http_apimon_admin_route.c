@@ -726,6 +726,13 @@ ngx_http_apimon_admin_script_error(ngx_http_request_t *r, redisReply *reply)
     } else if (p - code == 8 && ngx_strncmp(code, "conflict", 8) == 0) {
         status = NGX_HTTP_CONFLICT;
 
+    } else if (p - code == 12 && ngx_strncmp(code, "precondition", 12) == 0)
+    {
+        status = NGX_HTTP_PRECONDITION_FAILED;
+
+    } else if (p - code == 11 && ngx_strncmp(code, "idempotency", 11) == 0) {
+        status = NGX_HTTP_UNPROCESSABLE_ENTITY;
+
     } else {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "apimon admin: redis error: %*s", reply->len,

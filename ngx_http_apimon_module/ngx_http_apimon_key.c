@@ -69,8 +69,6 @@ static ngx_int_t ngx_http_apimon_key_tag(ngx_http_apimon_key_secret_t *s,
     u_char *key, u_char *out);
 static ngx_int_t ngx_http_apimon_sha256(u_char *a, size_t alen, u_char *b,
     size_t blen, u_char *md);
-static ngx_int_t ngx_http_apimon_random(u_char *buf, size_t len,
-    ngx_log_t *log);
 static void ngx_http_apimon_base32(u_char *dst, u_char *src, size_t len);
 static void ngx_http_apimon_key_crc(u_char *key, u_char *out);
 static ngx_uint_t ngx_http_apimon_unknown_slot(ngx_http_apimon_unknown_t *c,
@@ -591,7 +589,38 @@ ngx_http_apimon_uuid(u_char *out, ngx_log_t *log)
 }
 
 
-static ngx_int_t
+/*
+ * A 32-byte key for another use of the first key secret (label names the
+ * use): HMAC-SHA-256(secret, label), so it can be made again by every
+ * worker and never reveals the secret.  NGX_DECLINED: no secrets.
+ */
+
+ngx_int_t
+ngx_http_apimon_key_derive(ngx_array_t *secrets, char *label, u_char *out)
+{
+    ngx_http_apimon_key_secret_t  *s;
+
+    if (secrets == NULL || secrets->nelts == 0) {
+        return NGX_DECLINED;
+    }
+
+    s = secrets->elts;
+
+    if (ngx_http_apimon_sha256(s->ipad, NGX_HTTP_APIMON_HMAC_BLOCK,
+                               (u_char *) label, ngx_strlen(label), out)
+           != NGX_OK
+        || ngx_http_apimon_sha256(s->opad, NGX_HTTP_APIMON_HMAC_BLOCK, out,
+                                  32, out)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
 ngx_http_apimon_random(u_char *buf, size_t len, ngx_log_t *log)
 {
     ssize_t  n;

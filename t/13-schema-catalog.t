@@ -27,12 +27,12 @@ is_deeply(smembers('apimon:products'), [ 'maps', 'weather' ], 'products set');
 is_deeply(smembers('apimon:plans'), [ 'maps-basic', 'weather-bronze', 'weather-free', 'weather-gold' ], 'plans set');
 is_deeply({ @{ $r->cmd('HGETALL', 'apimon:product:weather') } },
           { name => 'weather', displayName => 'Weather API', description => 'Forecasts and history',
-            apis => ',forecast,history,', defaultPlan => '', nplans => 3 }, 'product hash');
+            apis => ',forecast,history,', defaultPlan => '', nplans => 3, state => 'active' }, 'product hash');
 my %plan = @{ $r->cmd('HGETALL', 'apimon:plan:weather-bronze') };
 is_deeply($J->decode(delete $plan{pricing}), { model => 'flat', currency => 'usd', amount => 2900 }, 'plan pricing JSON');
 is_deeply($J->decode(delete $plan{json}), $fixture->{plans}[1], 'plan json is the whole object');
 is_deeply(\%plan, { name => 'weather-bronze', product => 'weather', displayName => 'Bronze', approval => 'auto',
-                    rate_n => 5, rate_w => 1, quota_n => 1000, quota_unit => 'month' }, 'plan hash');
+                    rate_n => 5, rate_w => 1, quota_n => 1000, quota_unit => 'month', retired => '0' }, 'plan hash');
 my %gold = @{ $r->cmd('HGETALL', 'apimon:plan:weather-gold') };
 is($gold{approval}, 'manual', 'manual approval stored');
 is($J->decode($gold{pricing})->{tiers}[1]{upTo}, undef, 'null upTo survives');

@@ -18,7 +18,8 @@ $r->apply_catalog(Apimon::Redis::catalog_fixture());
 # --- owners
 my $dev = $r->put_developer('ann@example.com', { firstName => 'Ann', lastName => 'Lee' }, now => $T);
 is_deeply($dev, { email => 'ann@example.com', firstName => 'Ann', lastName => 'Lee', userName => '', customer => '',
-                  createdAt => "$T", lastModifiedAt => "$T" }, 'developer created, times as strings');
+                  createdAt => "$T", lastModifiedAt => "$T", ver => '1', status => 'active', attributes => '[]' },
+          'developer created, times as strings');
 is($r->cmd('ZSCORE', 'apimon:developers', 'ann@example.com'), 0, 'listed in apimon:developers');
 like(fails(sub { $r->put_developer('ann@example.com', {}) }), qr/^ERR apimon conflict: /, 'create twice: conflict');
 like(fails(sub { $r->put_developer('bob@example.com', {}, mode => 'update') }), qr/^ERR apimon not_found: /, 'update missing: not_found');
@@ -52,7 +53,7 @@ my $s = $r->create_subscription(owner => 'ann@example.com', product => 'weather'
 my %want = (id => $s->{id}, owner_kind => 'developer', owner => 'ann@example.com', product => 'weather',
             plan => 'weather-bronze', state => 'active', startTime => "$T", endTime => '0', createdAt => "$T",
             lastModifiedAt => "$T", apis => ',forecast,history,', rate_n => '5', rate_w => '1', quota_n => '1000',
-            quota_unit => 'month');
+            quota_unit => 'month', ver => '1', attributes => '[]');
 is_deeply($s->{reply}, \%want, 'created: reply without key digests');
 is_deeply($r->cmd('HMGET', $s->{key}, 'kp', 'ks'),
           [ Apimon::Redis::key_digest($s->{primary}), Apimon::Redis::key_digest($s->{secondary}) ], 'digests stored');

@@ -64,7 +64,8 @@ is($r->cmd('EXISTS', 'apimon:developer:bob@example.com'), 0, 'nothing was create
     my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port) or die $!;
     my $chunk = '{"email": "bob@example.com", "firstName": "' . ('y' x 600) . '"}';
     print $s "POST $Apimon::Admin::ORG_BASE/developers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-           . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nTransfer-Encoding: chunked\r\n\r\n"
+           . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nTransfer-Encoding: chunked\r\n"
+           . "Content-Type: application/json\r\n\r\n"
            . sprintf("%x\r\n%s\r\n0\r\n\r\n", length $chunk, $chunk);
     local $/;
     my $reply = <$s>;

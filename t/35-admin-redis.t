@@ -50,7 +50,7 @@ for my $path ('/developers', '/developers/ann@example.com/subscriptions', '/deve
                                          : '{"email": "carl@example.com"}';
     my $method = $path =~ /ann\@example.com$/ ? 'GET' : 'POST';
     print $s "$method $Apimon::Admin::ORG_BASE$path HTTP/1.1\r\nHost: x\r\n"
-           . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
+           . "Authorization: Bearer $Apimon::Admin::TOKEN\r\nContent-Type: application/json\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
     push @socks, $s;
 }
 sleep 0.3;

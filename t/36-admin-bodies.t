@@ -45,15 +45,17 @@ sub refused {
 my $P = '"apiproduct": "weather", "plan": "weather-bronze"';
 
 # --- members nobody takes
-refused('POST', "$DEV/subscriptions", qq({$P, "attributes": [{"name": "tier", "value": "1"}]}),
-        qr/^attributes: not supported/, 'purchase: attributes');
+refused('POST', "$DEV/subscriptions", qq({$P, "attributes": [{"name": "tier", "val": "1"}]}),
+        qr/^attributes\[0\]\.val: unknown field/, 'purchase: an attribute member');
 refused('POST', "$DEV/subscriptions", qq({$P, "foo": 1}), qr/^foo: unknown field$/, 'purchase: unknown field');
 refused('POST', "$DEV/subscriptions", qq({$P, "name": "x"}), qr/^name: unknown field$/, 'purchase: name is not settable');
-refused('POST', '/developers', { email => 'bob@example.com', attributes => [] }, qr/^attributes: not supported/,
-        'developer: attributes');
-refused('PUT', $DEV, { attributes => [] }, qr/^attributes: not supported/, 'developer update: attributes');
-refused('PUT', '/appgroups/team-a', { attributes => [] }, qr/^attributes: not supported/, 'app group update: attributes');
-refused('PUT', $DEV, { status => 'active' }, qr/^status: unknown field$/, 'developer update: unknown field');
+refused('POST', '/developers', { email => 'bob@example.com', attributes => {} , apps => [] },
+        qr/^apps: not supported \(an Apigee field apimon does not keep\)/, 'developer: an Apigee field not kept');
+refused('PUT', $DEV, { attributes => 'tier=1' }, qr/^attributes: must be an array/, 'developer update: attributes');
+refused('PUT', '/appgroups/team-a', { attributes => [ { name => '' } ] }, qr/^attributes\[0\]\.name: must be a string/,
+        'app group update: attributes');
+refused('PUT', $DEV, { status => 'gone' }, qr/^status: must be active or inactive$/, 'developer update: status');
+refused('PUT', $DEV, { nickname => 'x' }, qr/^nickname: unknown field$/, 'developer update: unknown field');
 refused('POST', "$base:suspend", { reason => 'unpaid' }, qr/^reason: unknown field$/, 'action: a member');
 refused('POST', "$base:suspend", '"suspend"', qr/must be a JSON object/, 'action: not an object');
 refused('POST', "$base:suspend", '{"a":', qr/malformed JSON/, 'action: malformed');

@@ -42,7 +42,7 @@ is($api->get('/audit')->{status}, 200, 'GET audit');
 # --- 405: the methods of every row of that path, once each
 my $sub = $api->get("$DEV/subscriptions")->{json}{developerSubscriptions}[0]{name};
 for my $c ([ 'DELETE', '/appgroups', 'GET, POST' ], [ 'POST', $AG, 'GET, PUT' ],
-           [ 'PUT', "$DEV/subscriptions/$sub", 'GET' ], [ 'HEAD', "$DEV/subscriptions", 'GET, POST' ],
+           [ 'DELETE', "$DEV/subscriptions/$sub", 'GET, PUT' ], [ 'HEAD', "$DEV/subscriptions", 'GET, POST' ],
            [ 'GET', "$DEV/subscriptions/$sub/keys/primary:regenerate", 'POST' ],
            [ 'PUT', "$DEV/subscriptions/$sub/usage", 'GET' ], [ 'PUT', '/apiproducts/weather', 'GET' ]) {
     my ($m, $path, $allow) = @$c;

@@ -1,9 +1,16 @@
 -- catalog_apply: replace the whole catalog atomically. Everything is
--- validated (and conflicts checked) before the first write.
+-- validated (and conflicts checked) before the first write. ARGV: 1 the
+-- document, 2 now, 3 who (optional: the audit entries of the lifecycle
+-- transitions name it; default "catalog").
+-- Lifecycle (schema/README.md): a product's state is active or inactive
+-- (inactive: not for sale), a plan may be retired (not for sale; final);
+-- a plan (or product) leaves the catalog only when no subscription that can
+-- still be used or billed refers to it.
 return apimon_run(function()
 apimon_schema_check()
 local text = ARGV[1]
 local now = apimon_now(ARGV[2])
+local who = (ARGV[3] and ARGV[3] ~= '') and ARGV[3] or 'catalog'
 
 local ok, doc = pcall(cjson.decode, text or '')
 if not ok or type(doc) ~= 'table' then apimon_err('bad_request', 'catalog: not a JSON object') end
@@ -45,8 +52,12 @@ for i, p in ipairs(list(doc.products, 'products')) do
   end
   local dp = opt_string(p.defaultPlan, path .. '.defaultPlan')
   if dp ~= '' and not valid_name(dp) then bad(path .. '.defaultPlan', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+  local state = p.state
+  if state == nil or state == cjson.null then state = 'active' end
+  if state ~= 'active' and state ~= 'inactive' then bad(path .. '.state', 'must be active or inactive') end
+  if p.attributes ~= nil then apimon_attributes(p.attributes, path .. '.attributes') end
   products[p.name] = {
-    name = p.name, path = path,
+    name = p.name, path = path, state = state,
     displayName = opt_string(p.displayName, path .. '.displayName'),
     description = opt_string(p.description, path .. '.description'),
     apis = ',' .. table.concat(p.apis, ',') .. (#p.apis > 0 and ',' or ''),
@@ -95,8 +106,12 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
       if type(t) ~= 'table' then bad(path .. '.pricing.tiers[' .. (j - 1) .. ']', 'must be an object') end
     end
   end
+  local retired = p.retired
+  if retired == nil or retired == cjson.null then retired = false end
+  if type(retired) ~= 'boolean' then bad(path .. '.retired', 'must be true or false') end
+  if p.attributes ~= nil then apimon_attributes(p.attributes, path .. '.attributes') end
   plans[p.name] = {
-    name = p.name, product = p.product,
+    name = p.name, product = p.product, retired = retired and '1' or '0', path = path,
     displayName = opt_string(p.displayName, path .. '.displayName'),
     approval = approval, rate_n = rn, rate_w = rw, quota_n = qn, quota_unit = qu,
     pricing = cjson.encode(pr), json = cjson.encode(p),
@@ -124,17 +139,37 @@ for name, pr in pairs(products) do
   if pr.defaultPlan == '' and pr.nplans == 1 then pr.defaultPlan = only[name] end
 end
 
--- Conflicts: in-use plans must survive with the same product; products
--- follow from that (a used plan needs its product in the document).
+-- Conflicts: plans in use must survive with the same product; products
+-- follow from that (a used plan needs its product in the document). In use:
+-- a subscription that can still be used (submitted, active, suspended) or
+-- billed (it ended in this UTC month or the one before: the billing agent
+-- bills a month once it is over).
+local this_month = period('month', now)
+local billed_before = period('month', this_month - 1)
+local function live(id)
+  local s = redis.call('HMGET', 'apimon:sub:{' .. id .. '}', 'state', 'endTime')
+  if s[1] == false then return false end
+  if s[1] == 'submitted' or s[1] == 'active' or s[1] == 'suspended' then return true end
+  local e = tonumber(s[2]) or 0
+  return e == 0 or e >= billed_before
+end
 local old_plans = redis.call('SMEMBERS', 'apimon:plans')
 local old = {}
 for _, name in ipairs(old_plans) do
-  local h = redis.call('HMGET', 'apimon:plan:' .. name, 'product', 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
-  local used = redis.call('SCARD', 'apimon:plan:' .. name .. ':subs')
+  local h = redis.call('HMGET', 'apimon:plan:' .. name, 'product', 'rate_n', 'rate_w', 'quota_n', 'quota_unit',
+                       'retired')
+  local used = 0
+  for _, id in ipairs(redis.call('SMEMBERS', 'apimon:plan:' .. name .. ':subs')) do
+    if live(id) then used = used + 1 end
+  end
   old[name] = h
+  if h[6] == '1' and plans[name] and plans[name].retired ~= '1' then
+    bad(plans[name].path .. '.retired', 'plan ' .. name .. ' is retired: retiring a plan is final')
+  end
   if used > 0 then
     if not plans[name] then
-      apimon_err('conflict', 'plan ' .. name .. ' is used by ' .. used .. ' subscription(s)')
+      apimon_err('conflict', 'plan ' .. name .. ' is used by ' .. used ..
+        ' subscription(s) that can still be used or billed')
     elseif plans[name].product ~= h[1] then
       apimon_err('conflict', 'plan ' .. name .. ' is used by ' .. used ..
         ' subscription(s) and cannot move from product ' .. tostring(h[1]))
@@ -142,9 +177,28 @@ for _, name in ipairs(old_plans) do
   end
 end
 local old_products = redis.call('SMEMBERS', 'apimon:products')
-local old_apis = {}
+local old_apis, old_state = {}, {}
 for _, name in ipairs(old_products) do
-  old_apis[name] = redis.call('HGET', 'apimon:product:' .. name, 'apis')
+  local h = redis.call('HMGET', 'apimon:product:' .. name, 'apis', 'state')
+  old_apis[name], old_state[name] = h[1], h[2] or 'active'
+end
+
+-- The lifecycle transitions, audited (lib.lua apimon_audit).
+for _, name in ipairs(old_products) do
+  local p = products[name]
+  if not p then
+    apimon_audit(who, '', now, 'product.remove', name, { state = old_state[name] }, nil)
+  elseif p.state ~= old_state[name] then
+    apimon_audit(who, '', now, 'product.' .. (p.state == 'active' and 'activate' or 'deactivate'), name,
+                 { state = old_state[name] }, { state = p.state })
+  end
+end
+for _, name in ipairs(old_plans) do
+  if not plans[name] then
+    apimon_audit(who, '', now, 'plan.remove', name, { product = old[name][1] }, nil)
+  elseif plans[name].retired == '1' and old[name][6] ~= '1' then
+    apimon_audit(who, '', now, 'plan.retire', name, { retired = false }, { retired = true })
+  end
 end
 
 -- Writes.
@@ -164,7 +218,7 @@ for name, p in pairs(products) do
   local k = 'apimon:product:' .. name
   redis.call('DEL', k)
   redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis,
-    'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans))
+    'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans), 'state', p.state)
   redis.call('SADD', 'apimon:products', name)
 end
 for name, p in pairs(plans) do
@@ -172,7 +226,8 @@ for name, p in pairs(plans) do
   redis.call('DEL', k)
   redis.call('HSET', k, 'name', name, 'product', p.product, 'displayName', p.displayName,
     'approval', p.approval, 'rate_n', fmt(p.rate_n), 'rate_w', fmt(p.rate_w),
-    'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', p.pricing, 'json', p.json)
+    'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', p.pricing, 'json', p.json,
+    'retired', p.retired)
   redis.call('SADD', 'apimon:plans', name)
   -- Refresh the limits mirrored into subscriptions when they changed.
   local o = old[name]
@@ -182,6 +237,7 @@ for name, p in pairs(plans) do
     for _, id in ipairs(redis.call('SMEMBERS', k .. ':subs')) do
       redis.call('HSET', 'apimon:sub:{' .. id .. '}', 'apis', apis, 'rate_n', fmt(p.rate_n),
         'rate_w', fmt(p.rate_w), 'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit)
+      redis.call('HINCRBY', 'apimon:sub:{' .. id .. '}', 'ver', 1)
       sub_policy_sync('apimon:sub:{' .. id .. '}')
     end
   end

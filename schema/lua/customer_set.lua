@@ -10,6 +10,7 @@ local key = 'apimon:' .. kind .. ':' .. (id or '')
 local before = hash_table(redis.call('HGETALL', key))
 if next(before) == nil then apimon_err('not_found', 'no such ' .. kind .. ' ' .. tostring(id)) end
 redis.call('HSET', key, 'customer', cus, 'lastModifiedAt', fmt(now))
+redis.call('HINCRBY', key, 'ver', 1)
 local after = hash_table(redis.call('HGETALL', key))
 apimon_audit(ARGV[5], ARGV[6], now, kind .. '.customer', id, before, after)
 return cjson.encode(after)

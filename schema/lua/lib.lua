@@ -120,3 +120,88 @@ local function sub_load(key, kind, owner)
   end
   return h
 end
+
+-- ETags (schema/README.md "ETags"): every owner and subscription record has
+-- a version "ver" that each change made through the management API bumps;
+-- its ETag is "\"<ver>\"" (a record from before: version 0). cond is the
+-- request's If-Match ('' when it has none): '*' or a list of ETags, one of
+-- which must be the record's (strong comparison: a W/ tag never matches).
+local function etag_of(h)
+  return '"' .. (h.ver or '0') .. '"'
+end
+
+local function apimon_if_match(h, cond, what)
+  if cond == nil or cond == '' or cond:match('^%s*%*%s*$') then return end
+  local etag = etag_of(h)
+  for tag in cond:gmatch('[^,]+') do
+    if tag:match('^%s*(.-)%s*$') == etag then return end
+  end
+  apimon_err('precondition', 'If-Match: the ' .. what .. ' has changed (its ETag is ' .. etag .. ')')
+end
+
+-- Idempotency keys (schema/README.md "Idempotency"): apimon:idem:<hex>
+-- keeps the first answer of a purchase or a key regeneration for 24 hours:
+-- the request's fingerprint, the record answered and the new keys sealed by
+-- the module (never plaintext here). A replay returns the stored record
+-- with "idem_replayed" and "idem_sealed" added; the same key with another
+-- fingerprint (path or body) is refused.
+local IDEM_TTL = 86400000
+
+local function idem_replay(hex, fp)
+  if hex == nil or hex == '' then return nil end
+  if not valid_digest(hex) or not valid_digest(fp) then
+    apimon_err('bad_request', 'idempotency key digest: not 64 hex digits')
+  end
+  local h = redis.call('HMGET', 'apimon:idem:' .. hex, 'fp', 'answer', 'sealed')
+  if not h[1] then return nil end
+  if h[1] ~= fp then
+    apimon_err('idempotency', 'Idempotency-Key: already used by a request with another path or body')
+  end
+  local out = cjson.decode(h[2])
+  out.idem_replayed, out.idem_sealed = '1', h[3] or ''
+  return cjson.encode(out)
+end
+
+local function idem_store(hex, fp, answer, sealed)
+  if hex == nil or hex == '' then return end
+  local key = 'apimon:idem:' .. hex
+  redis.call('HSET', key, 'fp', fp, 'answer', cjson.encode(answer), 'sealed', sealed or '')
+  redis.call('PEXPIRE', key, IDEM_TTL)
+end
+
+-- Custom attributes, Apigee's shape: [{"name": ..., "value": ...}], at most
+-- 18, names 1-255 bytes and unique, values strings of at most 2048 bytes
+-- (Apigee's limits). Returns the JSON text kept in the record's
+-- "attributes" field ('[]' for none: cjson would write {}).
+local ATTR_MAX, ATTR_NAME_MAX, ATTR_VALUE_MAX = 18, 255, 2048
+local function apimon_attributes(v, path)
+  if v == cjson.null then return '[]' end
+  if type(v) ~= 'table' then apimon_err('bad_request', path .. ': must be an array of {"name", "value"}') end
+  local n = 0
+  for k in pairs(v) do
+    if type(k) ~= 'number' then apimon_err('bad_request', path .. ': must be an array of {"name", "value"}') end
+    n = n + 1
+  end
+  if n > ATTR_MAX then apimon_err('bad_request', path .. ': at most ' .. ATTR_MAX .. ' attributes') end
+  local seen, out = {}, {}
+  for i = 1, n do
+    local a, at = v[i], path .. '[' .. (i - 1) .. ']'
+    if type(a) ~= 'table' then apimon_err('bad_request', at .. ': must be an object {"name", "value"}') end
+    for k in pairs(a) do
+      if k ~= 'name' and k ~= 'value' then apimon_err('bad_request', at .. '.' .. tostring(k) .. ': unknown field') end
+    end
+    if type(a.name) ~= 'string' or #a.name < 1 or #a.name > ATTR_NAME_MAX then
+      apimon_err('bad_request', at .. '.name: must be a string of 1 to ' .. ATTR_NAME_MAX .. ' bytes')
+    end
+    local val = a.value
+    if val == nil or val == cjson.null then val = '' end
+    if type(val) ~= 'string' or #val > ATTR_VALUE_MAX then
+      apimon_err('bad_request', at .. '.value: must be a string of at most ' .. ATTR_VALUE_MAX .. ' bytes')
+    end
+    if seen[a.name] then apimon_err('bad_request', at .. '.name: duplicate attribute ' .. a.name) end
+    seen[a.name] = true
+    out[i] = { name = a.name, value = val }
+  end
+  if n == 0 then return '[]' end
+  return cjson.encode(out)
+end

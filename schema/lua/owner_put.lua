@@ -1,16 +1,20 @@
 -- owner_put: create or update a developer or an app group (the owner of
 -- the leading arguments). ARGV: 1-5 apimon_mgmt_args, 6 JSON of fields,
--- 7 mode (create|update).
+-- 7 mode (create|update), 8 If-Match (optional, update only).
 return apimon_run(function()
 apimon_schema_check()
-local m, text, mode = apimon_mgmt_args()
+local m, text, mode, cond = apimon_mgmt_args()
 local kind, id, now = m.kind, m.owner, m.now
 
--- settable fields per kind; the id field itself may be repeated if equal
+-- settable fields per kind; the id field itself may be repeated if equal;
+-- ro: read-only (ignored, so that a fetched record can be sent back)
 local FIELDS = {
-  developer = { idf = 'email', list = { 'firstName', 'lastName', 'userName', 'customer' } },
-  appgroup = { idf = 'name', list = { 'displayName', 'customer' } },
+  developer = { idf = 'email', list = { 'firstName', 'lastName', 'userName', 'customer' }, ro = 'developerId' },
+  appgroup = { idf = 'name', list = { 'displayName', 'customer' }, ro = 'appGroupId' },
 }
+-- Apigee owner fields apimon does not keep: refused by name
+local NOT_KEPT = { apps = true, companies = true, organizationName = true, appFamily = true,
+                   accessType = true, channelUri = true, channelId = true, organization = true }
 local spec = FIELDS[kind]
 if not spec then apimon_err('bad_request', 'kind must be developer or appgroup') end
 if not valid_owner(kind, id) then
@@ -27,10 +31,15 @@ local set = {}
 for k, v in pairs(body) do
   if k == spec.idf then
     if v ~= id then apimon_err('bad_request', k .. ': cannot be changed') end
-  elseif k == 'createdAt' or k == 'lastModifiedAt' then
+  elseif k == 'createdAt' or k == 'lastModifiedAt' or k == spec.ro then
     -- read-only; ignored so a fetched record can be sent back
   elseif k == 'attributes' then
-    apimon_err('bad_request', 'attributes: not supported (custom attributes are not stored yet)')
+    set.attributes = apimon_attributes(v, 'attributes')
+  elseif k == 'status' then
+    if v ~= 'active' and v ~= 'inactive' then apimon_err('bad_request', 'status: must be active or inactive') end
+    set.status = v
+  elseif NOT_KEPT[k] then
+    apimon_err('bad_request', k .. ': not supported (an Apigee field apimon does not keep)')
   elseif not allowed[k] then
     apimon_err('bad_request', tostring(k) .. ': unknown field')
   elseif v == cjson.null then
@@ -47,14 +56,16 @@ local before = hash_table(redis.call('HGETALL', key))
 local exists = before[spec.idf] ~= nil
 if mode == 'create' and exists then apimon_err('conflict', kind .. ' ' .. id .. ' already exists') end
 if mode == 'update' and not exists then apimon_err('not_found', 'no such ' .. kind .. ' ' .. id) end
+if mode == 'update' then apimon_if_match(before, cond, kind) end
 
 if mode == 'create' then
-  redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now))
+  redis.call('HSET', key, spec.idf, id, 'createdAt', fmt(now), 'status', 'active', 'attributes', '[]')
   for _, f in ipairs(spec.list) do redis.call('HSET', key, f, '') end
   redis.call('ZADD', 'apimon:' .. kind .. 's', 0, id)
 end
 for k, v in pairs(set) do redis.call('HSET', key, k, v) end
 redis.call('HSET', key, 'lastModifiedAt', fmt(now))
+redis.call('HINCRBY', key, 'ver', 1)
 local after = hash_table(redis.call('HGETALL', key))
 apimon_audit(m.who, m.addr, now, kind .. '.' .. mode, id, exists and before or nil, after)
 return cjson.encode(after)

@@ -1,9 +1,9 @@
 -- subscription_state: lifecycle transitions (table in schema/README.md).
--- ARGV: 1-5 apimon_mgmt_args, 6 action.
+-- ARGV: 1-5 apimon_mgmt_args, 6 action, 7 If-Match (optional).
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
-local m, action = apimon_mgmt_args()
+local m, action, cond = apimon_mgmt_args()
 local now = m.now
 local h = sub_load(sk, m.kind, m.owner)
 
@@ -16,10 +16,12 @@ local T = {
 }
 local t = T[action]
 if not t then apimon_err('bad_request', 'unknown action ' .. tostring(action)) end
+apimon_if_match(h, cond, 'subscription')
 if not t.from[h.state] then
   apimon_err('conflict', 'cannot ' .. action .. ' a subscription that is ' .. tostring(h.state))
 end
 redis.call('HSET', sk, 'state', t.to, 'lastModifiedAt', fmt(now))
+redis.call('HINCRBY', sk, 'ver', 1)
 local et = tonumber(h.endTime) or 0
 if action == 'expire' or (action == 'cancel' and (et == 0 or et > now)) then
   redis.call('HSET', sk, 'endTime', fmt(now))

@@ -28,7 +28,8 @@ Starts nginx (Apimon::Nginx) with C<location /apimon/ { apimon_admin; ... }>,
 C<location /weather/ { apimon on; apimon_api forecast; proxy_pass ... }> (and
 C</maps/> for the API C<tiles>) proxying to the harness's C<backend>. Options: C<tokens> (the token file's text;
 C<undef> = no C<apimon_admin_token_file>), C<admin> (more directives for the
-admin location), C<http> (more directives at http level).
+admin location), C<http> (more directives at http level), C<key_secret> (as
+for Apimon::Nginx: C<undef>, no C<apimon_key_secret_file>).
 
 =item $api->request($method, $path, $body, %o)
 
@@ -86,7 +87,8 @@ sub start_nginx {
     }
     my $admin = $o{admin} // '';
     my $http = $o{http} // '';
-    $n->start(redis => $redis, http => $http, server => <<"SERVER");
+    my @secret = exists $o{key_secret} ? (key_secret => $o{key_secret}) : ();
+    $n->start(redis => $redis, http => $http, @secret, server => <<"SERVER");
         location /apimon/ {
             apimon_admin;
             $file
@@ -134,7 +136,8 @@ sub problem_ok {
     Test::More::is($res->{json}{status}, $status, "$name: status member");
     Test::More::like($res->{json}{detail} // '', $detail, "$name: detail");
     my %code = (400 => 'bad_request', 401 => 'unauthorized', 403 => 'forbidden', 404 => 'not_found',
-                405 => 'method_not_allowed', 409 => 'conflict', 413 => 'body_too_large',
+                405 => 'method_not_allowed', 409 => 'conflict', 412 => 'precondition_failed',
+                413 => 'body_too_large', 415 => 'unsupported_media_type', 422 => 'idempotency_mismatch',
                 503 => 'redis_unavailable');
     Test::More::is($res->{json}{type} // '', "tag:apimon,2026:" . ($code{$status} // 'internal'),
                    "$name: type");
