@@ -131,6 +131,7 @@ bill_record(bill_t *b, bill_out_e o, const char *field, ledger_entry_t *e,
     }
     row->status = oc->status;
     report_row(&b->rep, row);
+    metrics_file_add(b->mf, row->status, row->currency, row->amount);
     return 0;
 }
 
@@ -544,8 +545,8 @@ bill_month(bill_t *b, const apimon_period_t *p, char **ids, size_t nids)
 }
 
 
-int
-bill_run(redisContext *c, const bill_opts_t *o)
+static int
+bill_pass(redisContext *c, const bill_opts_t *o, metrics_file_t *mf)
 {
     bill_t            b;
     char              err[512];
@@ -557,6 +558,7 @@ bill_run(redisContext *c, const bill_opts_t *o)
     memset(&b, 0, sizeof(b));
     b.c = c;
     b.o = o;
+    b.mf = mf;
     amap_init(&b.plans);
     amap_init(&b.owners);
     amap_init(&b.custs);
@@ -636,5 +638,29 @@ done:
     if (!o->dry_run) {
         stripe_free(&b.stripe);
     }
+    return rc;
+}
+
+
+/* the pass, then its outcome in --metrics-file (whatever the exit code) */
+int
+bill_run(redisContext *c, const bill_opts_t *o)
+{
+    metrics_file_t  mf;
+    char            err[512];
+    int             rc;
+
+    metrics_file_init(&mf);
+
+    rc = bill_pass(c, o, &mf);
+
+    if (o->metrics_file
+        && metrics_file_write(&mf, o->metrics_file, rc, err, sizeof(err))
+           != 0)
+    {
+        agent_err("%s", err);
+        rc = rc ? rc : AGENT_EXIT_FAILED;
+    }
+
     return rc;
 }

@@ -30,6 +30,7 @@ typedef struct {
     int          retry_failed;    /* give failed lines a fresh key */
     const char  *report;          /* path or NULL */
     const char  *report_html;     /* path or NULL */
+    const char  *metrics_file;    /* path or NULL */
     double       max_rps;
     long         timeout_ms;
     int          max_retries;

@@ -19,6 +19,7 @@
 #include "bill.h"
 #include "catalog.h"
 #include "ledger.h"
+#include "metrics_file.h"
 #include "pricing.h"
 #include "report.h"
 #include "stripe.h"
@@ -147,6 +148,7 @@ typedef struct {
     int               fatal;         /* exit code that ends the run, or 0 */
     int               unknown_streak;
     uint64_t          n[BILL_N_COUNTS];
+    metrics_file_t   *mf;            /* the run's outcomes, for the file */
 } bill_t;
 
 

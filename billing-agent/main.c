@@ -68,6 +68,8 @@ static const char  *usage_text =
 "  --report FILE            write every line as CSV, or JSON lines if FILE\n"
 "                           ends in .json, .jsonl or .ndjson\n"
 "  --report-html FILE       write a self-contained HTML report of the run\n"
+"  --metrics-file FILE      write the run's outcome as a node-exporter\n"
+"                           textfile (atomically: temporary file, rename)\n"
 "  --create-invoices        put each customer's lines on one invoice of\n"
 "                           exactly them, then finalize it\n"
 "  --finalize               with --create-invoices: finalize (default)\n"
@@ -556,7 +558,7 @@ enum {
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
     OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
     OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION, OPT_DRAFT,
-    OPT_FINALIZE, OPT_REPORT_HTML, OPT_EFFECTIVE
+    OPT_FINALIZE, OPT_REPORT_HTML, OPT_EFFECTIVE, OPT_METRICS_FILE
 };
 
 static const struct option  long_opts[] = {
@@ -575,6 +577,7 @@ static const struct option  long_opts[] = {
     { "finalize", no_argument, NULL, OPT_FINALIZE },
     { "report-html", required_argument, NULL, OPT_REPORT_HTML },
     { "effective", required_argument, NULL, OPT_EFFECTIVE },
+    { "metrics-file", required_argument, NULL, OPT_METRICS_FILE },
     { "retry-failed", no_argument, NULL, OPT_RETRY_FAILED },
     { "max-rps", required_argument, NULL, OPT_MAX_RPS },
     { "stripe-key-file", required_argument, NULL, OPT_KEY_FILE },
@@ -659,6 +662,9 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
                                    "or an RFC 3339 time from 2000 on",
                                    optarg);
             }
+            break;
+        case OPT_METRICS_FILE:
+            conf->bill.metrics_file = optarg;
             break;
         case OPT_RETRY_FAILED:
             conf->bill.retry_failed = 1;

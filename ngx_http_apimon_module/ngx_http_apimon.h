@@ -68,6 +68,10 @@ typedef struct {
 typedef struct ngx_http_apimon_redis_s    ngx_http_apimon_redis_t;
 typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
 
+/* the metrics zone (ngx_http_apimon_metrics.c) and an API's row in it */
+typedef struct ngx_http_apimon_metrics_conf_s  ngx_http_apimon_metrics_conf_t;
+typedef struct ngx_http_apimon_metrics_api_s   ngx_http_apimon_metrics_api_t;
+
 
 /* http{}-level: one Redis server per worker process */
 typedef struct {
@@ -90,6 +94,7 @@ typedef struct {
     /* made with the configuration, used by each worker after the fork */
     ngx_http_apimon_redis_t   *redis;
     ngx_http_apimon_batcher_t *batcher;
+    ngx_http_apimon_metrics_conf_t  *metrics;
 
     /* run by the transport each time the connection is ready */
     void                     (*redis_ready)(void);
@@ -157,6 +162,9 @@ ngx_uint_t ngx_http_apimon_redis_sent(ngx_http_apimon_redis_call_t *call);
 
 /* NGX_OK while the connection is up and its scripts are loaded */
 ngx_int_t ngx_http_apimon_redis_ready(void);
+
+/* 1 during an outage (then "requests" are counted in it), else 0 */
+ngx_uint_t ngx_http_apimon_redis_outage(ngx_uint_t requests);
 
 ngx_http_apimon_redis_t *ngx_http_apimon_redis_create(ngx_conf_t *cf);
 ngx_int_t ngx_http_apimon_redis_init_process(ngx_cycle_t *cycle,
@@ -269,8 +277,11 @@ typedef struct {
     ngx_str_t                  quota_n_text;
     ngx_uint_t                 quota_status;
     ngx_uint_t                 on_redis_error;
+    ngx_uint_t                 log_level;     /* of refusals */
+    ngx_flag_t                 dry_run;       /* decide, refuse nothing */
     ngx_flag_t                 legacy_headers;
     ngx_msec_t                 timeout;
+    ngx_http_apimon_metrics_api_t  *metrics;  /* NULL: not enforcing */
 } ngx_http_apimon_loc_conf_t;
 
 
@@ -315,6 +326,8 @@ typedef struct {
     unsigned                       legacy_headers:1;
     unsigned                       waiting:1; /* queued or in a batch */
     unsigned                       queued:1;
+    unsigned                       counted:1; /* in the metrics */
+    unsigned                       dry_run:1; /* would have been refused */
 } ngx_http_apimon_ctx_t;
 
 

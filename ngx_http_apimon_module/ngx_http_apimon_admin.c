@@ -15,6 +15,7 @@
 
 
 #include "ngx_http_apimon_admin.h"
+#include "ngx_http_apimon_metrics.h"
 
 #include <openssl/crypto.h>
 
@@ -29,6 +30,7 @@ static ngx_int_t ngx_http_apimon_admin_auth(ngx_http_request_t *r,
 
 
 static ngx_int_t ngx_http_apimon_admin_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_apimon_admin_log(ngx_http_request_t *r);
 static void *ngx_http_apimon_admin_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_apimon_admin_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -353,7 +355,42 @@ unauthorized:
 static ngx_int_t
 ngx_http_apimon_admin_init(ngx_conf_t *cf)
 {
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_apimon_admin_log;
+
     return ngx_http_apimon_admin_routes_check(cf);
+}
+
+
+/* the log phase: a management request in the metrics, by route and status */
+
+static ngx_int_t
+ngx_http_apimon_admin_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                    route;
+    ngx_http_apimon_admin_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_apimon_admin_module);
+
+    if (ctx == NULL) {
+        return NGX_OK;
+    }
+
+    route = ctx->route ? (ngx_uint_t) (ctx->route - ngx_http_apimon_admin_routes)
+                       : NGX_HTTP_APIMON_METRICS_ROUTES;
+
+    ngx_http_apimon_metrics_admin(route, r->headers_out.status);
+
+    return NGX_OK;
 }
 
 

@@ -25,6 +25,7 @@
 
 
 #include "ngx_http_apimon_batch.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static ngx_http_apimon_unknown_t *ngx_http_apimon_unknown_get(void);
@@ -44,6 +45,8 @@ static void ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt,
 static void ngx_http_apimon_batch_sent(void);
 static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
     void *data);
+static void ngx_http_apimon_batch_failing(redisReply *reply, ngx_uint_t n,
+    ngx_log_t *log);
 static void ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b);
 static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 static void ngx_http_apimon_check_result(ngx_http_request_t *r,
@@ -356,6 +359,7 @@ ngx_http_apimon_batch_send(ngx_uint_t n)
     ngx_queue_insert_tail(&bt->batches, &b->queue);
 
     ngx_http_apimon_batch_pack(bt, b, nloc);
+    ngx_http_apimon_metrics_batch(n);
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "apimon: batch %p of %ui checks, %ui locations",
@@ -474,6 +478,52 @@ ngx_http_apimon_batch_printed(ngx_http_apimon_batcher_t *bt, u_char *last)
 
 /* the reply, or none (reply == NULL: err says why) */
 
+/*
+ * The check script refused by Redis (OOM, BUSY, READONLY, ...): every batch
+ * would log it, hundreds a second.  The first is logged, then debug only,
+ * until a check works again (reply NULL): that is logged with the time it
+ * took and the requests that failed meanwhile.
+ */
+
+static void
+ngx_http_apimon_batch_failing(redisReply *reply, ngx_uint_t n, ngx_log_t *log)
+{
+    ngx_http_apimon_batcher_t  *bt;
+
+    bt = ngx_http_apimon_batcher_get();
+
+    if (reply == NULL) {
+        if (bt->failing) {
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "apimon: the check script works again after %M ms: "
+                          "%ui requests got redis_error meanwhile",
+                          (ngx_msec_t) (ngx_current_msec - bt->failing_since),
+                          bt->failed);
+            bt->failing = 0;
+        }
+
+        return;
+    }
+
+    if (bt->failing) {
+        bt->failed += n;
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "apimon: the check script failed again: %*s",
+                       (size_t) reply->len, reply->str);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "apimon: the check script failed: %*s; until a check "
+                  "works again, this is logged once", (size_t) reply->len,
+                  reply->str);
+
+    bt->failing = 1;
+    bt->failing_since = ngx_current_msec;
+    bt->failed = n;
+}
+
+
 static void
 ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 {
@@ -481,6 +531,7 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 
     uint64_t                refund;
     ngx_uint_t              i, all, ran;
+    ngx_log_t              *log;
     redisReply             *e;
     ngx_http_apimon_ctx_t  *ctx;
 
@@ -493,23 +544,40 @@ ngx_http_apimon_batch_done(redisReply *reply, const char *err, void *data)
 
     b->call = NULL;
 
+    /* the log of a request of the batch: its context in the line */
+    log = ngx_cycle->log;
+
+    for (i = 0; i < b->n; i++) {
+        if (b->ctx[i]) {
+            log = b->ctx[i]->request->connection->log;
+            break;
+        }
+    }
+
     if (reply == NULL) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "apimon: key check failed: %s", err);
+        if (ngx_http_apimon_redis_outage(0)) {
+            /* logged when the outage started, and when it ends */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "apimon: key check failed: %s", err);
+
+        } else {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "apimon: key check of %ui requests failed: %s",
+                          b->live, err);
+        }
 
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "apimon: the check script failed: %*s",
-                      (size_t) reply->len, reply->str);
+        ngx_http_apimon_batch_failing(reply, b->live, log);
         reply = NULL;
 
     } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != b->n) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "apimon: unexpected reply from the check script");
         reply = NULL;
 
     } else {
         ran = 1;
+        ngx_http_apimon_batch_failing(NULL, 0, log);
     }
 
     /*

@@ -104,7 +104,10 @@ struct ngx_http_apimon_batcher_s {
     ngx_event_t                    flush;     /* posted */
     ngx_event_t                    retry;     /* refunds refused for now */
     ngx_connection_t               dummy;     /* event data (debug log) */
+    ngx_msec_t                     failing_since; /* the script errs */
+    ngx_uint_t                     failed;    /* requests, since */
     unsigned                       initialized:1;
+    unsigned                       failing:1; /* logged once, till it works */
 
     /* this worker's name in record keys: pid, start time, random */
     u_char                         worker[NGX_HTTP_APIMON_WORKER_LEN];

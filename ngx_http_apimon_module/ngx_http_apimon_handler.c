@@ -11,6 +11,7 @@
 
 
 #include "ngx_http_apimon.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static ngx_int_t ngx_http_apimon_decide(ngx_http_request_t *r,
@@ -125,9 +126,38 @@ ngx_http_apimon_decide(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 
     status = ngx_http_apimon_result(ctx->result)->status;
 
+    if (status && alcf->dry_run
+        && !(ctx->result == NGX_HTTP_APIMON_REDIS_ERROR
+             && alcf->on_redis_error == NGX_HTTP_APIMON_REDIS_OPEN))
+    {
+        /* the refusal is only noted: the check counted no usage for it */
+        ctx->dry_run = 1;
+    }
+
+    if (!ctx->counted) {
+        ctx->counted = 1;
+        ngx_http_apimon_metrics_check(alcf, ctx->result, ctx->dry_run);
+
+        if (ctx->result == NGX_HTTP_APIMON_REDIS_ERROR) {
+            (void) ngx_http_apimon_redis_outage(1);
+        }
+
+        if (ctx->dry_run) {
+            ngx_log_error(alcf->log_level, r->connection->log, 0,
+                          "apimon: dry run, not refused: %V%s%V",
+                          ngx_http_apimon_result_name(ctx->result),
+                          ctx->subscription.len ? ", subscription " : "",
+                          &ctx->subscription);
+        }
+    }
+
     if (status == 0) {
         /* allowed: access granted (what counts with "satisfy any") */
         return NGX_OK;
+    }
+
+    if (ctx->dry_run) {
+        return NGX_DECLINED;
     }
 
     if (ctx->result == NGX_HTTP_APIMON_QUOTA_EXCEEDED) {

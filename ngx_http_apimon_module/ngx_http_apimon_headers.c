@@ -268,11 +268,14 @@ ngx_int_t
 ngx_http_apimon_refuse(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_uint_t status)
 {
-    ngx_int_t                  rc;
-    ngx_table_elt_t           *h;
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_int_t                    rc;
+    ngx_table_elt_t             *h;
+    ngx_http_core_loc_conf_t    *clcf;
+    ngx_http_apimon_loc_conf_t  *alcf;
 
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apimon_module);
+
+    ngx_log_error(alcf->log_level, r->connection->log, 0,
                   "apimon: refused with %ui: %V%s%V", status,
                   ngx_http_apimon_result_name(ctx->result),
                   ctx->subscription.len ? ", subscription " : "",
@@ -436,6 +439,7 @@ static ngx_int_t
 ngx_http_apimon_variable_result(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
+    u_char                 *p;
     ngx_str_t              *s;
     ngx_http_apimon_ctx_t  *ctx;
 
@@ -447,6 +451,20 @@ ngx_http_apimon_variable_result(ngx_http_request_t *r,
     }
 
     s = ngx_http_apimon_result_name(ctx->result);
+
+    if (ctx->dry_run) {
+        /* "dry_run_quota_exceeded": what would have been refused */
+        p = ngx_pnalloc(r->pool, sizeof("dry_run_") - 1 + s->len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(p, "dry_run_", sizeof("dry_run_") - 1),
+                   s->data, s->len);
+
+        return ngx_http_apimon_variable_set(v, p,
+                                            sizeof("dry_run_") - 1 + s->len);
+    }
 
     return ngx_http_apimon_variable_set(v, s->data, s->len);
 }

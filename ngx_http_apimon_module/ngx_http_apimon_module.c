@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_apimon.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 static void *ngx_http_apimon_create_main_conf(ngx_conf_t *cf);
@@ -58,6 +59,16 @@ static ngx_conf_num_bounds_t  ngx_http_apimon_quota_status_bounds = {
 static ngx_conf_enum_t  ngx_http_apimon_on_redis_error_values[] = {
     { ngx_string("open"), NGX_HTTP_APIMON_REDIS_OPEN },
     { ngx_string("closed"), NGX_HTTP_APIMON_REDIS_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
+/* as limit_req_log_level */
+static ngx_conf_enum_t  ngx_http_apimon_log_levels[] = {
+    { ngx_string("info"), NGX_LOG_INFO },
+    { ngx_string("notice"), NGX_LOG_NOTICE },
+    { ngx_string("warn"), NGX_LOG_WARN },
+    { ngx_string("error"), NGX_LOG_ERR },
     { ngx_null_string, 0 }
 };
 
@@ -154,6 +165,27 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apimon_loc_conf_t, on_redis_error),
       ngx_http_apimon_on_redis_error_values },
+
+    { ngx_string("apimon_log_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_apimon_conf_set_enum,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, log_level),
+      ngx_http_apimon_log_levels },
+
+    { ngx_string("apimon_dry_run"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apimon_loc_conf_t, dry_run),
+      NULL },
+
+    { ngx_string("apimon_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_apimon_metrics,
+      0,
+      0,
+      NULL },
 
     { ngx_string("apimon_legacy_headers"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -293,6 +325,8 @@ ngx_http_apimon_create_loc_conf(ngx_conf_t *cf)
     alcf->quota_n = NGX_CONF_UNSET_UINT;
     alcf->quota_status = NGX_CONF_UNSET_UINT;
     alcf->on_redis_error = NGX_CONF_UNSET_UINT;
+    alcf->log_level = NGX_CONF_UNSET_UINT;
+    alcf->dry_run = NGX_CONF_UNSET;
     alcf->legacy_headers = NGX_CONF_UNSET;
     alcf->timeout = NGX_CONF_UNSET_MSEC;
 
@@ -318,6 +352,9 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               NGX_HTTP_FORBIDDEN);
     ngx_conf_merge_uint_value(conf->on_redis_error, prev->on_redis_error,
                               NGX_HTTP_APIMON_REDIS_CLOSED);
+    ngx_conf_merge_uint_value(conf->log_level, prev->log_level,
+                              NGX_LOG_INFO);
+    ngx_conf_merge_value(conf->dry_run, prev->dry_run, 0);
     ngx_conf_merge_value(conf->legacy_headers, prev->legacy_headers, 0);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout,
                               NGX_HTTP_APIMON_DEFAULT_TIMEOUT);
@@ -406,6 +443,12 @@ ngx_http_apimon_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->api.len
+        && ngx_http_apimon_metrics_api(cf, conf) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
 }
 
@@ -440,7 +483,9 @@ ngx_http_apimon_postconfiguration(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    if (ngx_http_apimon_handler_init(cf) != NGX_OK) {
+    if (ngx_http_apimon_handler_init(cf) != NGX_OK
+        || ngx_http_apimon_metrics_init(cf) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 

@@ -8,6 +8,7 @@
 
 
 #include "ngx_http_apimon_redis.h"
+#include "ngx_http_apimon_metrics.h"
 
 #include "ngx_http_apimon_scripts.h"
 
@@ -235,6 +236,7 @@ ngx_http_apimon_redis_send(ngx_http_apimon_redis_call_t *call,
 
     call->in_redis++;
     call->sent = 1;
+    call->sent_at = ngx_http_apimon_metrics_usec();
 
     return NGX_OK;
 }
@@ -283,6 +285,9 @@ ngx_http_apimon_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
+    ngx_http_apimon_metrics_redis_time(ngx_http_apimon_metrics_usec()
+                                       - call->sent_at);
+
     ngx_http_apimon_redis_finish(call, reply, NULL);
 }
 
@@ -317,9 +322,8 @@ ngx_http_apimon_redis_call_event(ngx_event_t *ev)
     ngx_http_apimon_redis_finish(call, NULL, "redis timeout");
 
     if (sent && rs->state == NGX_HTTP_APIMON_REDIS_READY) {
-        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "apimon: redis at %V timed out, closing the connection",
-                      &rs->amcf->redis_addr);
+        ngx_http_apimon_redis_trouble("timed out",
+                                      "no reply in time, connection closed");
 
         ngx_http_apimon_redis_drop();
     }

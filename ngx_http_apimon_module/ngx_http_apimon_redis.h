@@ -59,6 +59,7 @@ struct ngx_http_apimon_redis_call_s {
     size_t                            *argvlen;
 
     ngx_uint_t                         in_redis;   /* hiredis callbacks due */
+    uint64_t                           sent_at;    /* usec, the metrics */
 
     unsigned                           queued:1;
     unsigned                           finished:1;
@@ -73,6 +74,8 @@ struct ngx_http_apimon_redis_s {
     ngx_uint_t                         state;
     ngx_uint_t                         handshake;  /* replies still due */
     ngx_uint_t                         failures;   /* since last ready */
+    ngx_msec_t                         down_since; /* the outage began */
+    ngx_uint_t                         affected;   /* requests, since */
     ngx_msec_t                         backoff;
 
     ngx_event_t                        connect_timer;
@@ -88,6 +91,7 @@ struct ngx_http_apimon_redis_s {
     unsigned                           initialized:1;
     unsigned                           exiting:1;
     unsigned                           flushing:1;
+    unsigned                           down:1;     /* an outage, logged */
 };
 
 
@@ -129,6 +133,8 @@ void ngx_http_apimon_redis_script_loaded(ngx_uint_t script,
 void ngx_http_apimon_redis_ready_state(void);
 /* give up on the current connection (a timeout, a refused handshake) */
 void ngx_http_apimon_redis_drop(void);
+/* logs the start of an outage; what follows until its end: debug only */
+void ngx_http_apimon_redis_trouble(const char *what, const char *why);
 
 
 /* connect-time commands (ngx_http_apimon_redis_handshake.c) */

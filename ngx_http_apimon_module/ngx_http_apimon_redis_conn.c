@@ -7,6 +7,7 @@
 
 
 #include "ngx_http_apimon_redis.h"
+#include "ngx_http_apimon_metrics.h"
 
 
 #define NGX_HTTP_APIMON_BACKOFF_MIN       50       /* ms */
@@ -187,9 +188,7 @@ ngx_http_apimon_redis_connect(void)
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                      "apimon: could not connect to redis at %V: %s",
-                      &amcf->redis_addr, ac->errstr);
+        ngx_http_apimon_redis_trouble("could not be connected", ac->errstr);
         redisAsyncFree(ac);
         ngx_http_apimon_redis_lost(1);
         return;
@@ -242,10 +241,15 @@ ngx_http_apimon_redis_ready_state(void)
         ngx_del_timer(&rs->connect_timer);
     }
 
-    if (rs->failures) {
-        ngx_log_error(NGX_LOG_NOTICE, rs->log, 0,
-                      "apimon: connected to redis at %V again",
-                      &rs->amcf->redis_addr);
+    if (rs->down) {
+        ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                      "apimon: redis at %V is back: the outage lasted %M ms, "
+                      "%ui requests got redis_error meanwhile",
+                      &rs->amcf->redis_addr,
+                      (ngx_msec_t) (ngx_current_msec - rs->down_since),
+                      rs->affected);
+        rs->down = 0;
+        rs->affected = 0;
 
     } else {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, rs->log, 0,
@@ -255,6 +259,8 @@ ngx_http_apimon_redis_ready_state(void)
 
     rs->state = NGX_HTTP_APIMON_REDIS_READY;
     rs->failures = 0;
+
+    ngx_http_apimon_metrics_connected(1);
     rs->backoff = NGX_HTTP_APIMON_BACKOFF_MIN;
 
     /* first, what the handler owes Redis (refunds) */
@@ -286,6 +292,19 @@ ngx_http_apimon_redis_lost(ngx_uint_t failed)
         rs->failures++;
     }
 
+    if (!rs->exiting) {
+        ngx_http_apimon_metrics_connected(0);
+
+        if (!rs->down) {
+            /* calls fail at once (idle) or soon, until it is ready again */
+            ngx_http_apimon_metrics_circuit_open();
+
+            rs->down = 1;
+            rs->down_since = ngx_current_msec;
+            rs->affected = 0;
+        }
+    }
+
     if (rs->connect_timer.timer_set) {
         ngx_del_timer(&rs->connect_timer);
     }
@@ -308,6 +327,51 @@ ngx_http_apimon_redis_lost(ngx_uint_t failed)
             rs->backoff = NGX_HTTP_APIMON_BACKOFF_MAX;
         }
     }
+}
+
+
+/*
+ * What went wrong with the connection.  An outage is logged once, loudly,
+ * when it starts (here) and once when it ends (ready_state); what fails
+ * in between, every reconnect attempt and every check, is debug only.
+ */
+
+void
+ngx_http_apimon_redis_trouble(const char *what, const char *why)
+{
+    ngx_http_apimon_redis_t  *rs;
+
+    rs = ngx_http_apimon_redis_get();
+
+    if (rs->down || rs->exiting) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rs->log, 0,
+                       "apimon redis: still down: %s: %s", what, why);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, rs->log, 0,
+                  "apimon: redis at %V %s: %s; an outage starts: checks get "
+                  "redis_error until it is back (logged once, then when "
+                  "it ends)", &rs->amcf->redis_addr, what, why);
+}
+
+
+/* while Redis is down: its requests affected, counted; 0: it is up */
+
+ngx_uint_t
+ngx_http_apimon_redis_outage(ngx_uint_t requests)
+{
+    ngx_http_apimon_redis_t  *rs;
+
+    rs = ngx_http_apimon_redis_get();
+
+    if (rs == NULL || !rs->down) {
+        return 0;
+    }
+
+    rs->affected += requests;
+
+    return 1;
 }
 
 
@@ -352,10 +416,8 @@ ngx_http_apimon_redis_on_connect(const redisAsyncContext *ac, int status)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                  "apimon: could not connect to redis at %V: %s",
-                  &rs->amcf->redis_addr,
-                  ac->errstr ? ac->errstr : "unknown error");
+    ngx_http_apimon_redis_trouble("could not be connected",
+                                  ac->errstr ? ac->errstr : "unknown error");
 
     /* hiredis frees the context when this returns */
     ngx_http_apimon_redis_lost(1);
@@ -377,11 +439,9 @@ ngx_http_apimon_redis_on_disconnect(const redisAsyncContext *ac, int status)
     /* a connection lost during its handshake counts as a failed attempt */
     failed = (rs->state != NGX_HTTP_APIMON_REDIS_READY);
 
-    ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                  "apimon: connection to redis at %V lost: %s",
-                  &rs->amcf->redis_addr,
-                  (status != REDIS_OK && ac->errstr) ? ac->errstr
-                                                     : "closed");
+    ngx_http_apimon_redis_trouble("lost the connection",
+                                  (status != REDIS_OK && ac->errstr)
+                                  ? ac->errstr : "closed");
 
     ngx_http_apimon_redis_lost(failed);
 }
@@ -398,9 +458,8 @@ ngx_http_apimon_redis_connect_timeout(ngx_event_t *ev)
         return;
     }
 
-    ngx_log_error(NGX_LOG_ERR, rs->log, 0,
-                  "apimon: redis at %V did not answer within %M ms",
-                  &rs->amcf->redis_addr, rs->amcf->connect_timeout);
+    ngx_http_apimon_redis_trouble("did not answer",
+                                  "connect timeout (connect_timeout=)");
 
     ngx_http_apimon_redis_drop();
 }
@@ -420,6 +479,8 @@ ngx_http_apimon_redis_reconnect(ngx_event_t *ev)
     if (rs->state != NGX_HTTP_APIMON_REDIS_IDLE) {
         return;
     }
+
+    ngx_http_apimon_metrics_reconnect();
 
     ngx_http_apimon_redis_connect();
 }
