@@ -12,6 +12,8 @@
 #          (bench/noop-check.lua): the ceiling of any design that asks Redis
 #          per request
 #   hot    apimon with one key for every request (the old figure)
+#   lease  apimon in lease mode (apimon_lease) with BENCH_SUBS other
+#          subscriptions, rotating as for subs
 # (a variant with another check script, say today's kept as a baseline, is
 # a line of %variant and one of %check: bench/check-module.sh builds it)
 # for every worker_processes of BENCH_WORKERS and connection count of
@@ -29,7 +31,7 @@
 # Environment: BENCH_SUBS (1000), BENCH_ROUNDS (3), BENCH_DURATION (s per
 # run, 5), BENCH_WARMUP (s, 2), BENCH_WORKERS ("1 2"), BENCH_CONNECTIONS
 # ("50 200"), BENCH_THREADS (wrk, 2), BENCH_UPSTREAM_WORKERS (1),
-# BENCH_FOREIGN (0.05), BENCH_VARIANTS ("plain subs noop hot").
+# BENCH_FOREIGN (0.05), BENCH_VARIANTS ("plain subs noop hot lease").
 
 use strict;
 use warnings;
@@ -53,7 +55,7 @@ my @conns    = split ' ', ($ENV{BENCH_CONNECTIONS} || '50 200');
 my $threads  = $ENV{BENCH_THREADS}     || 2;
 my $upw      = $ENV{BENCH_UPSTREAM_WORKERS} || 1;
 my $foreign_max = $ENV{BENCH_FOREIGN}  || 0.05;
-my @variants = split ' ', ($ENV{BENCH_VARIANTS} || 'plain subs noop hot');
+my @variants = split ' ', ($ENV{BENCH_VARIANTS} || 'plain subs noop hot lease');
 my $build    = File::Spec->rel2abs($ENV{APIMON_BUILD} || "$FindBin::Bin/../build");   # nginx -p changes the base
 my $ncpu     = `nproc` =~ s/\s+//r;
 
@@ -69,7 +71,11 @@ my %variant = (
                label => 'apimon, ' . Bench::fmt($nsubs) . ' subscriptions' },
     noop  => { front => 'noop',  path => '/api/bench',   keys => "$dir/subs.keys", label => 'apimon, no-op check (ceiling)' },
     hot   => { front => 'built', path => '/api/bench',   keys => "$dir/hot.keys", label => 'apimon, one hot key (old figure)' },
+    lease => { front => 'lease', path => '/api/bench',   keys => "$dir/lease.keys",
+               label => 'apimon lease, ' . Bench::fmt($nsubs) . ' subs' },
 );
+# fronts of the module as built with more in their http{} block
+my %front_http = (lease => 'apimon_lease 8m;');
 my %check = (noop => "$FindBin::Bin/noop-check.lua");
 my %label = map { $_ => $variant{$_}{label} } keys %variant;
 
@@ -90,11 +96,16 @@ my %plan = (owner => 'bench@example.com', product => 'bench', plan => 'bench-gol
 my $t0 = time;
 my @subs = Bench::provision($redis, $nsubs, %plan);
 my ($hot) = Bench::provision($redis, 1, %plan);
+my @lsubs = (grep { $_ eq 'lease' } @variants) ? Bench::provision($redis, $nsubs, %plan) : ();
+# the sanity check's key on a lease front (a lease outlives the check)
+my ($probe) = Bench::provision($redis, 1, %plan);
 my $provision_s = time - $t0;
 write_file("$dir/subs.keys", join('', map { "$_->{primary}\n" } @subs));
 write_file("$dir/hot.keys", "$hot->{primary}\n");
+write_file("$dir/lease.keys", join('', map { "$_->{primary}\n" } @lsubs));
 
 my %so = (built => "$build/ngx_http_apimon_module.so");
+$so{$_} = $so{built} for keys %front_http;
 for my $name (uniq(map { $variant{$_}{front} } @variants)) {
     next if $so{$name};
     chomp($so{$name} = `sh $FindBin::Bin/check-module.sh $build $name $check{$name}`);
@@ -113,7 +124,8 @@ for my $w (@workers) {
         my $d = "$dir/front-$w-$kind";
         start_nginx($f, $d, Bench::nginx_conf_head(
             module => $so{$kind}, workers => $w, dir => $d,
-            rport => $redis->port, up => $up->{port}, external => 1, keepalive => 256) . <<"CONF");
+            rport => $redis->port, up => $up->{port}, external => 1, keepalive => 256)
+            . ($front_http{$kind} ? "    $front_http{$kind}\n" : '') . <<"CONF");
 
     server {
         listen 127.0.0.1:$f->{port};
@@ -134,7 +146,8 @@ for my $w (@workers) {
 }
 CONF
         # sanity: the protected location really enforces (401 without a key)
-        my %code = (none => get($f, '/api/x'), key => get($f, '/api/x', $hot->{primary}),
+        my $sane = $front_http{$kind} ? $probe : $hot;
+        my %code = (none => get($f, '/api/x'), key => get($f, '/api/x', $sane->{primary}),
                     plain => get($f, '/plain/x'));
         die "sanity check of the $kind front ($w workers) failed: no key $code{none}, key $code{key}, plain $code{plain}\n"
             unless $code{none} == 401 && $code{key} == 200 && $code{plain} == 200;
@@ -166,7 +179,8 @@ my $load1 = loadavg();
 my $elapsed = time - $start;
 
 for my $f ($up, map { values %$_ } values %front) { kill 'QUIT', $f->{pid}; waitpid $f->{pid}, 0 }
-my %usage = (subs => usage(\@subs), hot => usage([ $hot ]));
+# (the fronts quit gracefully: the lease front returned its leases)
+my %usage = (subs => usage(\@subs), hot => usage([ $hot ]), @lsubs ? (lease => usage(\@lsubs)) : ());
 $redis->stop;
 
 # ---------------------------------------------------------------- report

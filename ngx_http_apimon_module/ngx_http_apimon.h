@@ -67,6 +67,8 @@ typedef struct {
 /* per worker process state: the Redis connection, the checks to send */
 typedef struct ngx_http_apimon_redis_s    ngx_http_apimon_redis_t;
 typedef struct ngx_http_apimon_batcher_s  ngx_http_apimon_batcher_t;
+typedef struct ngx_http_apimon_lease_shctx_s  ngx_http_apimon_lease_shctx_t;
+typedef struct ngx_http_apimon_leaser_s  ngx_http_apimon_leaser_t;
 
 /* the metrics zone (ngx_http_apimon_metrics.c) and an API's row in it */
 typedef struct ngx_http_apimon_metrics_conf_s  ngx_http_apimon_metrics_conf_t;
@@ -90,6 +92,16 @@ typedef struct {
     ngx_uint_t                 unknown_max;   /* 0: off */
     ngx_msec_t                 unknown_ttl;
     ngx_http_apimon_unknown_t *unknown;       /* NULL: off */
+
+    /* apimon_lease (ngx_http_apimon_lease.c); lease_zone NULL: off */
+    ngx_shm_zone_t            *lease_zone;
+    ngx_http_apimon_lease_shctx_t *lease_sh;
+    ngx_slab_pool_t           *lease_shpool;
+    ngx_http_apimon_leaser_t  *leaser;
+    ngx_uint_t                 lease_calls;   /* at most, per lease */
+    ngx_msec_t                 lease_time;    /* a lease's lifetime */
+    ngx_msec_t                 lease_flush;   /* the return interval */
+    ngx_uint_t                 lease_set;     /* unsigned:1 */
 
     /* made with the configuration, used by each worker after the fork */
     ngx_http_apimon_redis_t   *redis;
@@ -308,6 +320,7 @@ typedef struct {
     ngx_http_apimon_loc_conf_t    *conf;      /* of the check */
     ngx_queue_t                    queue;     /* waits for the next batch */
     ngx_http_apimon_batch_t       *batch;     /* sent in it, reply due */
+    void                          *lease;     /* its carve in flight */
     ngx_uint_t                     index;     /* ... as this element */
     u_char                         skey[NGX_HTTP_APIMON_SKEY_LEN];
     u_char                         digest[NGX_HTTP_APIMON_DIGEST_LEN];
@@ -331,6 +344,20 @@ typedef struct {
 } ngx_http_apimon_ctx_t;
 
 
+/* apimon_lease, its defaults (ngx_http_apimon_lease.c) */
+char *ngx_http_apimon_lease(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_apimon_lease_init_conf(ngx_conf_t *cf,
+    ngx_http_apimon_main_conf_t *amcf);
+/* a check decided from a lease (NGX_OK), carving (NGX_AGAIN), or not */
+ngx_int_t ngx_http_apimon_lease_check(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, ngx_http_apimon_loc_conf_t *alcf,
+    ngx_http_apimon_main_conf_t *amcf);
+void ngx_http_apimon_lease_detach(ngx_http_apimon_ctx_t *ctx);
+void ngx_http_apimon_lease_exit(ngx_http_apimon_main_conf_t *amcf);
+ngx_int_t ngx_http_apimon_lease_init_process(ngx_cycle_t *cycle,
+    ngx_http_apimon_main_conf_t *amcf);
+
+
 /* the access phase (ngx_http_apimon_handler.c) */
 ngx_int_t ngx_http_apimon_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_apimon_handler_init(ngx_conf_t *cf);
@@ -345,6 +372,10 @@ ngx_http_apimon_ctx_t *ngx_http_apimon_create_ctx(ngx_http_request_t *r);
 /* the request's context, also after an internal redirect; NULL: none */
 ngx_http_apimon_ctx_t *ngx_http_apimon_get_ctx(ngx_http_request_t *r);
 void ngx_http_apimon_batch_add(ngx_http_apimon_ctx_t *ctx);
+/* an element of the check's reply into ctx; the request resumed */
+void ngx_http_apimon_check_result(ngx_http_request_t *r,
+    ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
+void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
 ngx_int_t ngx_http_apimon_batch_init(ngx_conf_t *cf,
     ngx_http_apimon_main_conf_t *amcf);
 void ngx_http_apimon_batch_exit(ngx_http_apimon_main_conf_t *amcf);

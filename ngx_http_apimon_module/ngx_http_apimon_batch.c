@@ -48,9 +48,6 @@ static void ngx_http_apimon_batch_done(redisReply *reply, const char *err,
 static void ngx_http_apimon_batch_failing(redisReply *reply, ngx_uint_t n,
     ngx_log_t *log);
 static void ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b);
-static void ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx);
-static void ngx_http_apimon_check_result(ngx_http_request_t *r,
-    ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_apimon_parse_reply(ngx_http_request_t *r,
     ngx_http_apimon_ctx_t *ctx, u_char *data, size_t len);
 static ngx_int_t ngx_http_apimon_text_uint(ngx_str_t *s, ngx_uint_t *n);
@@ -189,6 +186,10 @@ ngx_http_apimon_cleanup(void *data)
     ngx_http_apimon_ctx_t  *ctx = data;
 
     ngx_http_apimon_batch_t  *b;
+
+    if (ctx->lease) {
+        ngx_http_apimon_lease_detach(ctx);
+    }
 
     if (ctx->queued) {
         ngx_queue_remove(&ctx->queue);
@@ -640,7 +641,7 @@ ngx_http_apimon_batch_free(ngx_http_apimon_batch_t *b)
 
 /* the check is decided: the access phase runs again and sees it */
 
-static void
+void
 ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx)
 {
     ngx_connection_t    *c;
@@ -665,7 +666,7 @@ ngx_http_apimon_resume(ngx_http_apimon_ctx_t *ctx)
 
 /* one request's element of the check reply: its result, or "!<error>" */
 
-static void
+void
 ngx_http_apimon_check_result(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     u_char *data, size_t len)
 {

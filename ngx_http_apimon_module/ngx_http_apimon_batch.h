@@ -151,6 +151,8 @@ u_char *ngx_http_apimon_slot_id(ngx_http_apimon_batcher_t *bt, u_char *p,
 /* the batch is answered or given up: refund its requests in mask, or all */
 void ngx_http_apimon_slot_release(ngx_http_apimon_batch_t *b, uint64_t mask,
     ngx_uint_t all);
+/* an error reply that may pass when sent again (OOM, BUSY, ...) */
+ngx_uint_t ngx_http_apimon_refund_transient(redisReply *reply);
 /* the connection is ready (again): the refunds due are sent */
 void ngx_http_apimon_refund_ready(void);
 /* the retry timer, made with the batcher (bt->dummy set) */

@@ -38,6 +38,7 @@ void
 ngx_http_apimon_handler_exit(ngx_http_apimon_main_conf_t *amcf)
 {
     ngx_http_apimon_batch_exit(amcf);
+    ngx_http_apimon_lease_exit(amcf);
 }
 
 
@@ -183,7 +184,8 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
     ngx_http_apimon_loc_conf_t *alcf, ngx_http_apimon_main_conf_t *amcf,
     ngx_str_t *key)
 {
-    u_char  *p;
+    u_char     *p;
+    ngx_int_t   rc;
 
     p = ngx_cpymem(ctx->skey, "apimon:sub:{", sizeof("apimon:sub:{") - 1);
     ngx_http_apimon_key_sub_id(key, p);
@@ -204,6 +206,18 @@ ngx_http_apimon_check(ngx_http_request_t *r, ngx_http_apimon_ctx_t *ctx,
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "apimon: check %*s", NGX_HTTP_APIMON_SKEY_LEN, ctx->skey);
+
+    if (amcf->lease_zone) {
+        rc = ngx_http_apimon_lease_check(r, ctx, alcf, amcf);
+
+        if (rc == NGX_OK) {
+            return ngx_http_apimon_decide(r, ctx, alcf);
+        }
+
+        if (rc == NGX_AGAIN) {
+            return NGX_AGAIN;
+        }
+    }
 
     ctx->conf = alcf;
 

@@ -138,6 +138,13 @@ static ngx_command_t  ngx_http_apimon_commands[] = {
       0,
       NULL },
 
+    { ngx_string("apimon_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_apimon_lease,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("apimon_rate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_apimon_rate,
@@ -254,12 +261,17 @@ ngx_http_apimon_create_main_conf(ngx_conf_t *cf)
      *     amcf->key_secrets = NULL;
      *     amcf->unknown = NULL;
      *     amcf->batcher = NULL;       (made by postconfiguration)
+     *     amcf->lease_zone = NULL;    (apimon_lease)
+     *     amcf->lease_set = 0;
      */
 
     amcf->redis_db = NGX_CONF_UNSET;
     amcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     amcf->unknown_max = NGX_CONF_UNSET_UINT;
     amcf->unknown_ttl = NGX_CONF_UNSET_MSEC;
+    amcf->lease_calls = NGX_CONF_UNSET_UINT;
+    amcf->lease_time = NGX_CONF_UNSET_MSEC;
+    amcf->lease_flush = NGX_CONF_UNSET_MSEC;
 
     amcf->redis = ngx_http_apimon_redis_create(cf);
     if (amcf->redis == NULL) {
@@ -280,6 +292,10 @@ ngx_http_apimon_init_main_conf(ngx_conf_t *cf, void *conf)
                              NGX_HTTP_APIMON_CONNECT_TIMEOUT);
     ngx_conf_init_uint_value(amcf->unknown_max, NGX_HTTP_APIMON_UNKNOWN_MAX);
     ngx_conf_init_msec_value(amcf->unknown_ttl, NGX_HTTP_APIMON_UNKNOWN_TTL);
+
+    if (ngx_http_apimon_lease_init_conf(cf, amcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     if (amcf->configured && amcf->unknown_max) {
         /* each worker fills its own copy */
@@ -521,7 +537,11 @@ ngx_http_apimon_init_process(ngx_cycle_t *cycle)
                                                    ngx_http_apimon_module);
     }
 
-    return ngx_http_apimon_redis_init_process(cycle, amcf);
+    if (ngx_http_apimon_redis_init_process(cycle, amcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_apimon_lease_init_process(cycle, amcf);
 }
 
 

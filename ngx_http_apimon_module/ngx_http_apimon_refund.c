@@ -20,7 +20,6 @@
 static void ngx_http_apimon_refund_send(ngx_uint_t slot);
 static void ngx_http_apimon_refund_done(redisReply *reply, const char *err,
     void *data);
-static ngx_uint_t ngx_http_apimon_refund_transient(redisReply *reply);
 static void ngx_http_apimon_refund_later(ngx_http_apimon_batcher_t *bt,
     ngx_uint_t i, redisReply *reply);
 static ngx_uint_t ngx_http_apimon_refund_expired(
@@ -243,7 +242,7 @@ ngx_http_apimon_refund_done(redisReply *reply, const char *err, void *data)
 
 /* an error reply that a later try may not get ("ERR " may precede it) */
 
-static ngx_uint_t
+ngx_uint_t
 ngx_http_apimon_refund_transient(redisReply *reply)
 {
     u_char      *p;

@@ -101,6 +101,9 @@ elapsed time. Status 599 is HTTP::Tiny's own (connection failed).
 
 =item $n->alerts - the [alert]/[crit]/[emerg] lines of the error log
 
+but those matching C<$n-E<gt>{expected_alerts}> (a regex a test sets, e.g. for
+the worker it killed itself)
+
 =item $n->pids - master and worker pids
 
 =item $n->valgrind - true when running under valgrind (C<APIMON_VALGRIND=1>)
@@ -507,7 +510,8 @@ sub access_log { _slurp($_[0]->access_log_file) }
 
 sub alerts {
     my ($self) = @_;
-    return grep { /\[(alert|crit|emerg)\]/ } split /\n/, $self->error_log;
+    my $expected = $self->{expected_alerts};
+    return grep { /\[(alert|crit|emerg)\]/ && !($expected && /$expected/) } split /\n/, $self->error_log;
 }
 
 my $JSON = JSON::PP->new->allow_nonref;
