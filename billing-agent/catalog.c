@@ -511,15 +511,13 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
 /* ---- products and plans ------------------------------------------------- */
 
 static const char *const f_catalog[] = { "$schema", "products", "plans",
-    NULL };
+    "weekStart", "webhooks", NULL };
 /* state, retired and attributes: checked by catalog_apply.lua */
 static const char *const f_product[] = { "name", "displayName",
     "description", "apis", "defaultPlan", "state", "attributes", NULL };
 static const char *const f_plan[] = { "name", "product", "displayName",
     "description", "approval", "suspension", "rateLimit", "quota", "pricing",
-    "retired", "attributes", NULL };
-static const char *const f_rate[] = { "limit", "per", NULL };
-static const char *const f_quota[] = { "limit", "period", NULL };
+    "retired", "attributes", "webhooks", NULL };
 
 static int
 read_apis(const cJSON *obj, const char *path, apimon_product_t *pr, err_t *e)
@@ -579,52 +577,296 @@ read_product(const cJSON *obj, const char *path, apimon_product_t *pr,
     return read_apis(obj, path, pr, e);
 }
 
-static int
-read_rate(const cJSON *plan, const char *path, apimon_plan_t *pl, err_t *e)
-{
-    static const char *const pers[] = { "second", "minute", "hour", NULL };
-    static const int64_t secs[] = { 1, 60, 3600 };
-    const cJSON  *r = cJSON_GetObjectItemCaseSensitive(plan, "rateLimit");
-    char          p[PATH_LEN];
-    int           per = 0;
+/* ---- rules and webhooks ------------------------------------------------ */
 
-    if (r == NULL) {
-        return 0;
-    }
-    join(p, path, "rateLimit");
-    if (check_members(r, p, f_rate, NULL, NULL, e) != 0
-        || get_int(r, "limit", p, 1, 1, MAXN, &pl->rate_n, e) != 0
-        || get_enum(r, "per", p, 1, pers, "second, minute, hour", &per, e)
-           != 0)
-    {
-        return -1;
-    }
-    pl->rate_w = secs[per];
-    return 0;
+static const char *const unit_names[] = { "second", "minute", "hour", "day",
+    "week", "month", NULL };
+static const char *const rate_units[] = { "second", "minute", "hour", "day",
+    NULL };
+static const int64_t unit_secs[] = { 1, 60, 3600, 86400 };
+
+const char *
+apimon_unit_name(apimon_unit_e u)
+{
+    return (unsigned) u < 6 ? unit_names[u] : "?";
 }
 
 static int
-read_quota(const cJSON *plan, const char *path, apimon_plan_t *pl, err_t *e)
+read_notify(const cJSON *r, const char *path, apimon_rule_t *rule, err_t *e)
 {
-    static const char *const units[] = { "minute", "hour", "day", "week",
-        "month", NULL };
-    const cJSON  *q = cJSON_GetObjectItemCaseSensitive(plan, "quota");
     char          p[PATH_LEN];
-    int           u = 0;
+    int           rc;
+    const cJSON  *arr = member(r, "notify", path, 0, p, e, &rc), *t;
+    size_t        i = 0;
 
-    if (q == NULL) {
-        return 0;
+    if (arr == NULL) {
+        return rc < 0 ? -1 : 0;
     }
-    join(p, path, "quota");
-    if (check_members(q, p, f_quota, NULL, NULL, e) != 0
-        || get_int(q, "limit", p, 1, 1, MAXN, &pl->quota_n, e) != 0
-        || get_enum(q, "period", p, 1, units,
-            "minute, hour, day, week, month", &u, e) != 0)
+    if (!cJSON_IsArray(arr)) {
+        return bad(e, p, "must be an array of percentages");
+    }
+    if (cJSON_GetArraySize(arr) > APIMON_MAX_NOTIFY) {
+        return bad(e, p, "at most %d thresholds", APIMON_MAX_NOTIFY);
+    }
+    cJSON_ArrayForEach(t, arr) {
+        join_index(p, path, "notify", i);
+        if (!cJSON_IsNumber(t) || t->valuedouble < 1 || t->valuedouble > 1000
+            || (double) (int) t->valuedouble != t->valuedouble)
+        {
+            return bad(e, p, "must be an integer percentage from 1 to 1000");
+        }
+        rule->notify[i] = (int) t->valuedouble;
+        if (i > 0 && rule->notify[i] <= rule->notify[i - 1]) {
+            return bad(e, p, "thresholds must be ascending");
+        }
+        rule->nnotify = ++i;
+    }
+    return 0;
+}
+
+/* the fields only quota rules have */
+static int
+read_quota_fields(const cJSON *r, const char *path, apimon_rule_t *rule,
+    err_t *e)
+{
+    static const char *const freqs[] = { "once", "every", NULL };
+    const cJSON  *b;
+    char          p[PATH_LEN];
+    int           rc;
+
+    b = member(r, "blockOnBreach", path, 0, p, e, &rc);
+    rule->block = 1;
+    if (b != NULL) {
+        if (!cJSON_IsBool(b)) {
+            return bad(e, p, "must be true or false");
+        }
+        rule->block = cJSON_IsTrue(b);
+    }
+    if (get_enum(r, "frequency", path, 0, freqs, "once, every", &rule->every,
+            e) < 0)
     {
         return -1;
     }
-    snprintf(pl->quota_unit, sizeof(pl->quota_unit), "%s", units[u]);
+    return read_notify(r, path, rule, e);
+}
+
+static const char *const f_rate[] = { "name", "limit", "per", "interval",
+    "violationMessage", NULL };
+static const char *const f_quota[] = { "name", "limit", "period", "interval",
+    "blockOnBreach", "notify", "frequency", "violationMessage", NULL };
+
+/* one rule object at path; quota: 1 for a quota rule */
+static int
+read_rule(const cJSON *r, const char *path, int quota, const char *dflt,
+    apimon_rule_t *rule, err_t *e)
+{
+    const char   *msg = "";
+    const cJSON  *name;
+    char          p[PATH_LEN];
+    int           rc, unit = 0;
+
+    memset(rule, 0, sizeof(*rule));
+    rule->interval = 1;
+    if (check_members(r, path, quota ? f_quota : f_rate,
+            quota ? f_rate : f_quota, quota ? "quota rules" : "rate rules", e)
+        != 0)
+    {
+        return -1;
+    }
+    name = member(r, "name", path, 0, p, e, &rc);
+    if (name != NULL) {
+        if (check_name(name, p, rule->name, e) != 0) {
+            return -1;
+        }
+    } else {
+        snprintf(rule->name, sizeof(rule->name), "%s", dflt);
+    }
+    if (get_int(r, "limit", path, 1, 1, MAXN, &rule->limit, e) != 0
+        || get_int(r, "interval", path, 0, 1, APIMON_MAX_INTERVAL,
+            &rule->interval, e) < 0
+        || get_string(r, "violationMessage", path, 0, APIMON_VIOLATION_MAX,
+            &msg, e) < 0)
+    {
+        return -1;
+    }
+    memcpy(rule->violation, msg, strlen(msg) + 1);
+    if (!quota) {
+        rc = get_enum(r, "per", path, 1, rate_units, "second, minute, hour, "
+            "day", &unit, e);
+        rule->unit = (apimon_unit_e) unit;
+        return rc;
+    }
+    if (get_enum(r, "period", path, 1, unit_names, "second, minute, hour, "
+            "day, week, month", &unit, e) != 0)
+    {
+        return -1;
+    }
+    rule->unit = (apimon_unit_e) unit;
+    return read_quota_fields(r, path, rule, e);
+}
+
+/* a rule name is unique among all the rules of its plan */
+static int
+rule_unique(const apimon_plan_t *pl, const apimon_rule_t *rule,
+    const char *path, err_t *e)
+{
+    char    p[PATH_LEN];
+    size_t  i;
+
+    join(p, path, "name");
+    for (i = 0; i < pl->nrates + pl->nquotas; i++) {
+        const apimon_rule_t *o = i < pl->nrates ? &pl->rates[i]
+                                 : &pl->quotas[i - pl->nrates];
+
+        if (o != rule && strcmp(o->name, rule->name) == 0) {
+            return bad(e, p, "duplicate rule name %s", rule->name);
+        }
+    }
     return 0;
+}
+
+/* rateLimit or quota: absent, one rule object, or an array of them */
+static int
+read_rules(const cJSON *plan, const char *path, int quota, apimon_plan_t *pl,
+    err_t *e)
+{
+    const char     *key = quota ? "quota" : "rateLimit";
+    const char     *base = quota ? "plan-quota" : "plan-rate";
+    apimon_rule_t  *rules = quota ? pl->quotas : pl->rates;
+    size_t         *n = quota ? &pl->nquotas : &pl->nrates;
+    const cJSON    *v = cJSON_GetObjectItemCaseSensitive(plan, key), *r;
+    char            p[PATH_LEN], rp[PATH_LEN], dflt[APIMON_NAME_MAX + 1];
+
+    if (v == NULL) {
+        return 0;
+    }
+    join(p, path, key);
+    if (cJSON_IsObject(v)) {
+        *n = 1;
+        return read_rule(v, p, quota, base, &rules[0], e) != 0
+               || rule_unique(pl, &rules[0], p, e) != 0 ? -1 : 0;
+    }
+    if (!cJSON_IsArray(v)) {
+        return bad(e, p, "must be an object or an array of them");
+    }
+    if (cJSON_GetArraySize(v) > APIMON_MAX_RULES) {
+        return bad(e, p, "at most %d rules", APIMON_MAX_RULES);
+    }
+    cJSON_ArrayForEach(r, v) {
+        join_index(rp, path, key, *n);
+        if (*n == 0) {
+            snprintf(dflt, sizeof(dflt), "%s", base);
+        } else {
+            snprintf(dflt, sizeof(dflt), "%s-%zu", base, *n + 1);
+        }
+        if (read_rule(r, rp, quota, dflt, &rules[*n], e) != 0) {
+            return -1;
+        }
+        (*n)++;
+        if (rule_unique(pl, &rules[*n - 1], rp, e) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* the limits the subscriptions mirror (catalog_apply.lua does the same) */
+static void
+mirror_limits(apimon_plan_t *pl)
+{
+    const apimon_rule_t *q = &pl->quotas[0];
+
+    if (pl->nrates > 0) {
+        pl->rate_n = pl->rates[0].limit;
+        pl->rate_w = pl->rates[0].interval * unit_secs[pl->rates[0].unit];
+    }
+    if (pl->nquotas > 0 && q->interval == 1 && q->unit != APIMON_UNIT_SECOND) {
+        pl->quota_n = q->limit;
+        snprintf(pl->quota_unit, sizeof(pl->quota_unit), "%s",
+                 unit_names[q->unit]);
+    }
+}
+
+static const char *const f_webhook[] = { "url", "secretFile", NULL };
+
+static int
+read_webhook(const cJSON *w, const char *path, apimon_webhook_t *hook,
+    err_t *e)
+{
+    const char  *url = NULL, *file = NULL;
+    char         p[PATH_LEN];
+    size_t       i;
+
+    if (check_members(w, path, f_webhook, NULL, NULL, e) != 0
+        || get_string(w, "url", path, 1, 2048, &url, e) != 0
+        || get_string(w, "secretFile", path, 1, 4096, &file, e) != 0)
+    {
+        return -1;
+    }
+    join(p, path, "url");
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        return bad(e, p, "must be an http:// or https:// URL");
+    }
+    for (i = 0; url[i] != '\0'; i++) {
+        if ((unsigned char) url[i] <= 0x20 || url[i] == 0x7f) {
+            return bad(e, p, "must not hold spaces or control characters");
+        }
+    }
+    if (strchr(url, ':')[3] == '\0' || strchr(url, ':')[3] == '/') {
+        return bad(e, p, "has no host");
+    }
+    join(p, path, "secretFile");
+    if (file[0] != '/') {
+        return bad(e, p, "must be an absolute path (the file holds the "
+                   "signing secret)");
+    }
+    hook->url = strdup(url);
+    hook->secret_file = strdup(file);
+    return hook->url && hook->secret_file ? 0 : bad(e, path, "out of memory");
+}
+
+/* "webhooks" of obj (the document or a plan): absent or an array */
+static int
+read_webhooks(const cJSON *obj, const char *path, apimon_webhook_t **out,
+    size_t *n, err_t *e)
+{
+    char          p[PATH_LEN];
+    int           rc;
+    const cJSON  *arr = member(obj, "webhooks", path, 0, p, e, &rc), *w;
+
+    if (arr == NULL) {
+        return rc < 0 ? -1 : 0;
+    }
+    if (!cJSON_IsArray(arr)) {
+        return bad(e, p, "must be an array");
+    }
+    if (cJSON_GetArraySize(arr) > APIMON_MAX_WEBHOOKS) {
+        return bad(e, p, "at most %d webhooks", APIMON_MAX_WEBHOOKS);
+    }
+    *out = calloc(cJSON_GetArraySize(arr) + 1, sizeof(apimon_webhook_t));
+    if (*out == NULL) {
+        return bad(e, p, "out of memory");
+    }
+    cJSON_ArrayForEach(w, arr) {
+        join_index(p, path, "webhooks", *n);
+        (*n)++;
+        if (read_webhook(w, p, &(*out)[*n - 1], e) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+free_webhooks(apimon_webhook_t *w, size_t n)
+{
+    size_t i;
+
+    for (i = 0; w != NULL && i < n; i++) {
+        free(w[i].url);
+        free(w[i].secret_file);
+    }
+    free(w);
 }
 
 static int
@@ -647,11 +889,13 @@ read_plan(const cJSON *obj, const char *path, apimon_plan_t *pl, err_t *e)
             &pl->manual, e) < 0
         || get_enum(obj, "suspension", path, 0, suspensions, "charge, pause",
             &pl->pause, e) < 0
-        || read_rate(obj, path, pl, e) != 0
-        || read_quota(obj, path, pl, e) != 0)
+        || read_rules(obj, path, 0, pl, e) != 0
+        || read_rules(obj, path, 1, pl, e) != 0
+        || read_webhooks(obj, path, &pl->webhooks, &pl->nwebhooks, e) != 0)
     {
         return -1;
     }
+    mirror_limits(pl);
     pricing = member(obj, "pricing", path, 1, p, e, &rc);
     return pricing == NULL ? -1 : read_pricing(pricing, p, &pl->pricing, e);
 }
@@ -821,6 +1065,9 @@ parse_json(const char *text, size_t len, err_t *e)
     return root;
 }
 
+static const char *const week_days[] = { "monday", "tuesday", "wednesday",
+    "thursday", "friday", "saturday", "sunday", NULL };
+
 int
 apimon_catalog_parse(const char *text, size_t len, apimon_catalog_t *cat,
     char *err, size_t errlen)
@@ -841,6 +1088,10 @@ apimon_catalog_parse(const char *text, size_t len, apimon_catalog_t *cat,
         return -1;
     }
     if (check_members(root, "", f_catalog, NULL, NULL, &e) == 0
+        && get_enum(root, "weekStart", "", 0, week_days, "monday, tuesday, "
+            "wednesday, thursday, friday, saturday, sunday", &cat->week_start,
+            &e) >= 0
+        && read_webhooks(root, "", &cat->webhooks, &cat->nwebhooks, &e) == 0
         && read_products(root, cat, &e) == 0
         && read_plans(root, cat, &e) == 0
         && check_default_plans(cat, &e) == 0)
@@ -870,7 +1121,9 @@ apimon_catalog_free(apimon_catalog_t *cat)
     for (i = 0; cat->plans != NULL && i < cat->nplans; i++) {
         free(cat->plans[i].display_name);
         free(cat->plans[i].description);
+        free_webhooks(cat->plans[i].webhooks, cat->plans[i].nwebhooks);
     }
+    free_webhooks(cat->webhooks, cat->nwebhooks);
     free(cat->products);
     free(cat->plans);
     memset(cat, 0, sizeof(*cat));

@@ -20,6 +20,43 @@
 
 typedef char apimon_name_t[APIMON_NAME_MAX + 1];
 
+#define APIMON_MAX_RULES     8       /* rate rules, quota rules, per plan */
+#define APIMON_MAX_NOTIFY    10      /* thresholds per quota rule */
+#define APIMON_MAX_INTERVAL  1000    /* a rule's interval N */
+#define APIMON_VIOLATION_MAX 256     /* violationMessage, bytes */
+#define APIMON_MAX_WEBHOOKS  8       /* per plan, and at the top level */
+
+/* units: rates take second ... day, quotas second ... month */
+typedef enum {
+    APIMON_UNIT_SECOND = 0,
+    APIMON_UNIT_MINUTE,
+    APIMON_UNIT_HOUR,
+    APIMON_UNIT_DAY,
+    APIMON_UNIT_WEEK,
+    APIMON_UNIT_MONTH
+} apimon_unit_e;
+
+/* one rate or quota rule (schema/README.md, "Rules"), defaults filled in */
+typedef struct {
+    apimon_name_t     name;          /* plan-rate, plan-rate-2 ... unless named */
+    int64_t           limit;
+    int64_t           interval;      /* N >= 1 units */
+    apimon_unit_e     unit;
+    int               block;         /* quota: blockOnBreach (default 1) */
+    int               every;         /* quota: frequency every (1) or once */
+    int               notify[APIMON_MAX_NOTIFY];  /* percent, ascending */
+    size_t            nnotify;
+    char              violation[APIMON_VIOLATION_MAX + 1];  /* "" = none */
+} apimon_rule_t;
+
+typedef struct {
+    char             *url;           /* http:// or https:// */
+    char             *secret_file;   /* absolute path */
+} apimon_webhook_t;
+
+/* the names of apimon_unit_e, "second" ... "month" */
+const char *apimon_unit_name(apimon_unit_e u);
+
 typedef struct {
     apimon_name_t     name;
     char             *display_name;  /* never NULL: "" when absent */
@@ -37,12 +74,19 @@ typedef struct {
     int               manual;        /* approval: 0 auto (default), 1 manual */
     int               pause;         /* suspension: 0 charge (default), 1
                                         pause: suspended days not charged */
-    /* the plan limits exactly as the Redis plan hash spells them */
+    /* the plan limits exactly as the Redis plan hash spells them: the
+     * first rate rule, the first quota rule if it is 1 minute ... month */
     int64_t           rate_n;        /* rateLimit.limit, 0 = none */
-    int64_t           rate_w;        /* window seconds 1/60/3600, 0 = none */
+    int64_t           rate_w;        /* window seconds (interval x per), 0 = none */
     int64_t           quota_n;       /* quota.limit, 0 = none */
     char              quota_unit[8]; /* minute ... month, "" = none */
     apimon_pricing_t  pricing;       /* passed apimon_pricing_check */
+    apimon_rule_t     rates[APIMON_MAX_RULES];
+    size_t            nrates;
+    apimon_rule_t     quotas[APIMON_MAX_RULES];
+    size_t            nquotas;
+    apimon_webhook_t *webhooks;      /* nwebhooks of them */
+    size_t            nwebhooks;
 } apimon_plan_t;
 
 typedef struct {
@@ -50,6 +94,9 @@ typedef struct {
     size_t            nproducts;
     apimon_plan_t    *plans;
     size_t            nplans;
+    int               week_start;    /* weekStart: 0 monday ... 6 sunday */
+    apimon_webhook_t *webhooks;      /* the top level's */
+    size_t            nwebhooks;
 } apimon_catalog_t;
 
 /*

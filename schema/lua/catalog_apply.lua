@@ -36,8 +36,130 @@ local function list(v, path)
   return v
 end
 
-local RATE_PER = { second = 1, minute = 60, hour = 3600 }
-local QUOTA_PERIOD = { minute = true, hour = true, day = true, week = true, month = true }
+-- Rules (schema/README.md, "Rules"): rateLimit and quota are one rule
+-- object or a list of them; stored normalized in apimon:plan:<name>:rules.
+local RATE_PER = { second = 1, minute = 60, hour = 3600, day = 86400 }
+local QUOTA_PERIOD = { second = true, minute = true, hour = true, day = true, week = true, month = true }
+local MIRROR_UNIT = { minute = true, hour = true, day = true, week = true, month = true }
+local WEEK_DAYS = { monday = true, tuesday = true, wednesday = true, thursday = true, friday = true,
+                    saturday = true, sunday = true }
+local RULE_FIELDS = {
+  rate = { name = true, limit = true, per = true, interval = true, violationMessage = true },
+  quota = { name = true, limit = true, period = true, interval = true, blockOnBreach = true, notify = true,
+            frequency = true, violationMessage = true },
+}
+local MAX_RULES, MAX_INTERVAL, MAX_NOTIFY, MAX_WEBHOOKS = 8, 1000, 10, 8
+
+local function is_list(v)
+  if type(v) ~= 'table' then return false end
+  if next(v) == nil then return true end   -- cjson reads [] and {} alike
+  for k in pairs(v) do
+    if type(k) ~= 'number' then return false end
+  end
+  return true
+end
+
+local function rule_check(kind, r, path, names, default_name)
+  if type(r) ~= 'table' or is_list(r) then bad(path, 'must be an object') end
+  for k in pairs(r) do
+    if not RULE_FIELDS[kind][k] then
+      if RULE_FIELDS.rate[k] or RULE_FIELDS.quota[k] then bad(path .. '.' .. k, 'not used by ' .. kind .. ' rules') end
+      bad(path .. '.' .. tostring(k), 'unknown field')
+    end
+  end
+  local name = r.name
+  if name == nil then name = default_name end
+  if not valid_name(name) then bad(path .. '.name', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+  if names[name] then bad(path .. '.name', 'duplicate rule name ' .. name) end
+  names[name] = true
+  if not is_int(r.limit, 1) then bad(path .. '.limit', 'must be an integer >= 1') end
+  local n = r.interval
+  if n == nil then n = 1 end
+  if not is_int(n, 1) or n > MAX_INTERVAL then bad(path .. '.interval', 'must be an integer from 1 to 1000') end
+  local msg = r.violationMessage
+  if msg ~= nil and (type(msg) ~= 'string' or #msg > 256) then
+    bad(path .. '.violationMessage', 'must be a string of at most 256 bytes')
+  end
+  local out = { name = name, limit = r.limit, interval = n, violationMessage = msg or '' }
+  if kind == 'rate' then
+    if not RATE_PER[r.per] then bad(path .. '.per', 'must be second, minute, hour or day') end
+    out.per, out.window = r.per, n * RATE_PER[r.per]
+    return out
+  end
+  if not QUOTA_PERIOD[r.period] then bad(path .. '.period', 'must be second, minute, hour, day, week or month') end
+  out.period = r.period
+  local block = r.blockOnBreach
+  if block == nil then block = true end
+  if type(block) ~= 'boolean' then bad(path .. '.blockOnBreach', 'must be true or false') end
+  out.blockOnBreach = block
+  local freq = r.frequency
+  if freq == nil then freq = 'once' end
+  if freq ~= 'once' and freq ~= 'every' then bad(path .. '.frequency', 'must be once or every') end
+  out.frequency = freq
+  out.notify = {}
+  if r.notify ~= nil then
+    if not is_list(r.notify) then bad(path .. '.notify', 'must be an array of percentages') end
+    if #r.notify > MAX_NOTIFY then bad(path .. '.notify', 'at most 10 thresholds') end
+    for j, t in ipairs(r.notify) do
+      local tp = path .. '.notify[' .. (j - 1) .. ']'
+      if not is_int(t, 1) or t > 1000 then bad(tp, 'must be an integer percentage from 1 to 1000') end
+      if j > 1 and t <= r.notify[j - 1] then bad(tp, 'thresholds must be ascending') end
+      out.notify[j] = t
+    end
+  end
+  return out
+end
+
+-- rateLimit or quota of a plan: nil, one rule, or a list; normalized list
+local function rules_of(kind, v, path, names)
+  local out = {}
+  if v == nil or v == cjson.null then return out end
+  local base = kind == 'rate' and 'plan-rate' or 'plan-quota'
+  if type(v) ~= 'table' then bad(path, 'must be an object or an array of them') end
+  if not is_list(v) then
+    out[1] = rule_check(kind, v, path, names, base)
+    return out
+  end
+  if #v > MAX_RULES then bad(path, 'at most 8 rules') end
+  for j, r in ipairs(v) do
+    out[j] = rule_check(kind, r, path .. '[' .. (j - 1) .. ']', names, j == 1 and base or base .. '-' .. j)
+  end
+  return out
+end
+
+local function webhooks_of(v, path)
+  local out = {}
+  if v == nil or v == cjson.null then return out end
+  if not is_list(v) then bad(path, 'must be an array') end
+  if #v > MAX_WEBHOOKS then bad(path, 'at most 8 webhooks') end
+  for j, w in ipairs(v) do
+    local wp = path .. '[' .. (j - 1) .. ']'
+    if type(w) ~= 'table' or is_list(w) then bad(wp, 'must be an object') end
+    for k in pairs(w) do
+      if k ~= 'url' and k ~= 'secretFile' then bad(wp .. '.' .. tostring(k), 'unknown field') end
+    end
+    if type(w.url) ~= 'string' or #w.url > 2048 or not (w.url:match('^https?://[^%s%c]+$')) then
+      bad(wp .. '.url', 'must be an http:// or https:// URL without spaces, at most 2048 bytes')
+    end
+    if type(w.secretFile) ~= 'string' or #w.secretFile > 4096 or w.secretFile:sub(1, 1) ~= '/' then
+      bad(wp .. '.secretFile', 'must be an absolute path (the file holds the signing secret)')
+    end
+    out[j] = { url = w.url, secretFile = w.secretFile }
+  end
+  return out
+end
+
+-- cjson encodes an empty table as {}: the stored lists are always arrays
+local function json_list(t)
+  if #t == 0 then return '[]' end
+  return cjson.encode(t)
+end
+
+local week_start = doc.weekStart
+if week_start == nil or week_start == cjson.null then week_start = 'monday' end
+if not WEEK_DAYS[week_start] then bad('weekStart', 'must be a day of the week, monday to sunday') end
+local top_webhooks = webhooks_of(doc.webhooks, 'webhooks')
+
 local MODELS = { free = true, flat = true, metered = true, flat_with_overage = true,
                  graduated = true, volume = true, package = true }
 local MONEY = { 'amount', 'unitAmount', 'unitSize', 'includedUnits', 'packageSize' }
@@ -80,22 +202,18 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
   local approval = p.approval
   if approval == nil or approval == cjson.null then approval = 'auto' end
   if approval ~= 'auto' and approval ~= 'manual' then bad(path .. '.approval', 'must be auto or manual') end
+  local names = {}
+  local rates = rules_of('rate', p.rateLimit, path .. '.rateLimit', names)
+  local quotas = rules_of('quota', p.quota, path .. '.quota', names)
+  -- the subscription's mirrored limits (pol) stay today's one rate and one
+  -- quota: the first rate rule, the first quota rule when it is 1 unit of
+  -- minute ... month (other quota rules are only in :rules)
   local rn, rw, qn, qu = 0, 0, 0, ''
-  if p.rateLimit ~= nil and p.rateLimit ~= cjson.null then
-    if type(p.rateLimit) ~= 'table' then bad(path .. '.rateLimit', 'must be an object') end
-    if not is_int(p.rateLimit.limit, 1) then bad(path .. '.rateLimit.limit', 'must be an integer >= 1') end
-    rw = RATE_PER[p.rateLimit.per]
-    if not rw then bad(path .. '.rateLimit.per', 'must be second, minute or hour') end
-    rn = p.rateLimit.limit
+  if rates[1] then rn, rw = rates[1].limit, rates[1].window end
+  if quotas[1] and quotas[1].interval == 1 and MIRROR_UNIT[quotas[1].period] then
+    qn, qu = quotas[1].limit, quotas[1].period
   end
-  if p.quota ~= nil and p.quota ~= cjson.null then
-    if type(p.quota) ~= 'table' then bad(path .. '.quota', 'must be an object') end
-    if not is_int(p.quota.limit, 1) then bad(path .. '.quota.limit', 'must be an integer >= 1') end
-    if not QUOTA_PERIOD[p.quota.period] then
-      bad(path .. '.quota.period', 'must be minute, hour, day, week or month')
-    end
-    qn, qu = p.quota.limit, p.quota.period
-  end
+  local hooks = webhooks_of(p.webhooks, path .. '.webhooks')
   local pr = p.pricing
   if type(pr) ~= 'table' then bad(path .. '.pricing', 'is required and must be an object') end
   if not MODELS[pr.model] then bad(path .. '.pricing.model', 'unknown pricing model ' .. tostring(pr.model)) end
@@ -121,6 +239,7 @@ for i, p in ipairs(list(doc.plans, 'plans')) do
     name = p.name, product = p.product, retired = retired and '1' or '0', path = path,
     displayName = opt_string(p.displayName, path .. '.displayName'),
     approval = approval, suspension = susp, rate_n = rn, rate_w = rw, quota_n = qn, quota_unit = qu,
+    rates = json_list(rates), quotas = json_list(quotas), webhooks = json_list(hooks),
     pricing = cjson.encode(pr), json = cjson.encode(p),
   }
 end
@@ -217,7 +336,8 @@ for _, name in ipairs(old_products) do
 end
 for _, name in ipairs(old_plans) do
   if not plans[name] then
-    redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs', 'apimon:plan:' .. name .. ':prices')
+    redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs', 'apimon:plan:' .. name .. ':prices',
+      'apimon:plan:' .. name .. ':rules')
     redis.call('SREM', 'apimon:plans', name)
   end
 end
@@ -255,6 +375,7 @@ for name, p in pairs(plans) do
     'quota_n', fmt(p.quota_n), 'quota_unit', p.quota_unit, 'pricing', pricing, 'json', p.json,
     'retired', p.retired)
   redis.call('SADD', 'apimon:plans', name)
+  redis.call('HSET', k .. ':rules', 'rate', p.rates, 'quota', p.quotas, 'webhooks', p.webhooks)
   -- Refresh the limits mirrored into subscriptions when they changed.
   local o = old[name]
   local apis = products[p.product].apis
@@ -271,5 +392,6 @@ end
 
 local v = redis.call('HINCRBY', 'apimon:catalog', 'version', 1)
 redis.call('HSET', 'apimon:catalog', 'applied_ms', fmt(now), 'json', text)
+redis.call('HSET', 'apimon:catalog:settings', 'weekStart', week_start, 'webhooks', json_list(top_webhooks))
 return v
 end)

@@ -195,9 +195,9 @@ static const struct {
     { DOC(PROD, PLAN("p1", "")), "plans[0].pricing: required" },
     { DOC(PROD, PLAN("p1", ",'approval':'sometimes','pricing':" FLATP)),
       "plans[0].approval: must be one of auto, manual" },
-    { DOC(PROD, PLAN("p1", ",'rateLimit':{'limit':5,'per':'day'},"
+    { DOC(PROD, PLAN("p1", ",'rateLimit':{'limit':5,'per':'week'},"
           "'pricing':" FLATP)),
-      "plans[0].rateLimit.per: must be one of second, minute, hour" },
+      "plans[0].rateLimit.per: must be one of second, minute, hour, day" },
     { DOC(PROD, PLAN("p1", ",'rateLimit':{'limit':0,'per':'second'},"
           "'pricing':" FLATP)),
       "plans[0].rateLimit.limit: must be >= 1" },
@@ -205,11 +205,92 @@ static const struct {
           "'pricing':" FLATP)),
       "plans[0].rateLimit.limit: required" },
     { DOC(PROD, PLAN("p1", ",'rateLimit':5,'pricing':" FLATP)),
-      "plans[0].rateLimit: must be an object" },
+      "plans[0].rateLimit: must be an object or an array of them" },
     { DOC(PROD, PLAN("p1", ",'quota':{'limit':10,'period':'year'},"
           "'pricing':" FLATP)),
-      "plans[0].quota.period: must be one of minute, hour, day, week, "
-      "month" },
+      "plans[0].quota.period: must be one of second, minute, hour, day, "
+      "week, month" },
+    /* rules: lists, intervals, quota fields, names */
+    { DOC(PROD, PLAN("p1", ",'rateLimit':[{'limit':5,'per':'second'},"
+          "{'limit':5,'per':'fortnight'}],'pricing':" FLATP)),
+      "plans[0].rateLimit[1].per: must be one of second, minute, hour, day" },
+    { DOC(PROD, PLAN("p1", ",'rateLimit':[{'limit':5,'per':'second',"
+          "'interval':0}],'pricing':" FLATP)),
+      "plans[0].rateLimit[0].interval: must be >= 1" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'week',"
+          "'interval':1001},'pricing':" FLATP)),
+      "plans[0].quota.interval: must be at most 1000" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'week',"
+          "'interval':1.5},'pricing':" FLATP)),
+      "plans[0].quota.interval: must be an integer" },
+    { DOC(PROD, PLAN("p1", ",'rateLimit':{'limit':5,'per':'second',"
+          "'blockOnBreach':false},'pricing':" FLATP)),
+      "plans[0].rateLimit.blockOnBreach: not used by rate rules" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'per':'day'},"
+          "'pricing':" FLATP)),
+      "plans[0].quota.per: not used by quota rules" },
+    { DOC(PROD, PLAN("p1", ",'quota':[{'limit':5,'period':'day',"
+          "'blockOnBreach':'no'}],'pricing':" FLATP)),
+      "plans[0].quota[0].blockOnBreach: must be true or false" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day',"
+          "'frequency':'always'},'pricing':" FLATP)),
+      "plans[0].quota.frequency: must be one of once, every" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day',"
+          "'notify':[50,80,80]},'pricing':" FLATP)),
+      "plans[0].quota.notify[2]: thresholds must be ascending" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day',"
+          "'notify':[0]},'pricing':" FLATP)),
+      "plans[0].quota.notify[0]: must be an integer percentage from 1 to "
+      "1000" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day',"
+          "'notify':80},'pricing':" FLATP)),
+      "plans[0].quota.notify: must be an array of percentages" },
+    { DOC(PROD, PLAN("p1", ",'rateLimit':{'limit':5,'per':'day',"
+          "'name':'x'},'quota':[{'limit':5,'period':'day'},{'name':'x',"
+          "'limit':9,'period':'month'}],'pricing':" FLATP)),
+      "plans[0].quota[1].name: duplicate rule name x" },
+    { DOC(PROD, PLAN("p1", ",'quota':[{'limit':5,'period':'day',"
+          "'name':'plan-quota-2'},{'limit':9,'period':'month'}],"
+          "'pricing':" FLATP)),
+      "plans[0].quota[1].name: duplicate rule name plan-quota-2" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day','name':"
+          "'a b'},'pricing':" FLATP)),
+      "plans[0].quota.name: must match ^[A-Za-z0-9._-]{1,64}$" },
+    { DOC(PROD, PLAN("p1", ",'quota':{'limit':5,'period':'day',"
+          "'violationMessage':7},'pricing':" FLATP)),
+      "plans[0].quota.violationMessage: must be a string" },
+    { DOC(PROD, PLAN("p1", ",'rateLimit':[1,2,3,4,5,6,7,8,9],"
+          "'pricing':" FLATP)),
+      "plans[0].rateLimit: at most 8 rules" },
+    { DOC(PROD, PLAN("p1", ",'rateLimit':[5],'pricing':" FLATP)),
+      "plans[0].rateLimit[0]: must be an object" },
+    /* weekStart and webhooks */
+    { "{'products':[],'plans':[],'weekStart':'sun'}",
+      "weekStart: must be one of monday, tuesday, wednesday, thursday, "
+      "friday, saturday, sunday" },
+    { "{'products':[],'plans':[],'webhooks':{}}",
+      "webhooks: must be an array" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'ftp://x',"
+      "'secretFile':'/s'}]}",
+      "webhooks[0].url: must be an http:// or https:// URL" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'http://a b',"
+      "'secretFile':'/s'}]}",
+      "webhooks[0].url: must not hold spaces or control characters" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'https:///x',"
+      "'secretFile':'/s'}]}",
+      "webhooks[0].url: has no host" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'http://h/'}]}",
+      "webhooks[0].secretFile: required" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'http://h/',"
+      "'secretFile':'rel/s'}]}",
+      "webhooks[0].secretFile: must be an absolute path (the file holds the "
+      "signing secret)" },
+    { "{'products':[],'plans':[],'webhooks':[{'url':'http://h/',"
+      "'secretFile':'/s','secret':'x'}]}",
+      "webhooks[0].secret: unknown field" },
+    { DOC(PROD, PLAN("p1", ",'webhooks':[{'url':'http://h/','secretFile':"
+          "'/s'},{'url':'mailto:x','secretFile':'/s'}],'pricing':" FLATP)),
+      "plans[0].webhooks[1].url: must be an http:// or https:// URL" },
     { DOC(PROD, PLAN("p1", ",'quota':{'limit':10,'period':'day','burst':1},"
           "'pricing':" FLATP)),
       "plans[0].quota.burst: unknown field" },
@@ -419,12 +500,86 @@ test_pricing_parse(void)
         "NULL refused");
 }
 
+/* the new rule forms: lists, intervals, quota fields, defaults, mirrors */
+static void
+test_rules(void)
+{
+    apimon_catalog_t      cat;
+    const apimon_plan_t  *pl;
+    char                  err[APIMON_CATALOG_ERRLEN] = "";
+    char                 *doc;
+
+    doc = dq("{'weekStart':'sunday','webhooks':[{'url':'https://ops.example/"
+             "hook','secretFile':'/etc/apimon/hook.secret'}],"
+             "'products':[" PROD "],'plans':["
+             PLAN("old", ",'rateLimit':{'limit':5,'per':'second'},'quota':"
+                  "{'limit':1000,'period':'month'},'pricing':" FLATP) ","
+             PLAN("new", ",'rateLimit':[{'limit':100,'per':'minute',"
+                  "'interval':15},{'name':'daily','limit':5000,'per':'day'}],"
+                  "'quota':[{'name':'fortnight','limit':1000,'period':'week',"
+                  "'interval':2,'blockOnBreach':false,'notify':[50,80,100],"
+                  "'frequency':'every','violationMessage':'Upgrade to Gold'},"
+                  "{'limit':20,'period':'second'}],'webhooks':[{'url':"
+                  "'http://127.0.0.1:9/x','secretFile':'/s'}],'pricing':"
+                  FLATP) "]}");
+    if (!is_int(apimon_catalog_parse(doc, strlen(doc), &cat, err,
+            sizeof(err)), 0, "rule lists, intervals and webhooks validate"))
+    {
+        diag("%s", err);
+        free(doc);
+        return;
+    }
+    is_int(cat.week_start, 6, "weekStart sunday");
+    ok(cat.nwebhooks == 1
+       && strcmp(cat.webhooks[0].secret_file, "/etc/apimon/hook.secret") == 0,
+       "top-level webhook");
+    pl = apimon_catalog_plan(&cat, "old");
+    ok(pl != NULL && pl->nrates == 1 && pl->nquotas == 1
+       && strcmp(pl->rates[0].name, "plan-rate") == 0
+       && strcmp(pl->quotas[0].name, "plan-quota") == 0
+       && pl->quotas[0].interval == 1 && pl->quotas[0].block == 1
+       && pl->quotas[0].every == 0 && pl->quotas[0].nnotify == 0
+       && pl->rate_n == 5 && pl->rate_w == 1 && pl->quota_n == 1000
+       && strcmp(pl->quota_unit, "month") == 0,
+       "one rule object: named plan-rate / plan-quota, defaults, mirrored");
+    pl = apimon_catalog_plan(&cat, "new");
+    ok(pl != NULL && pl->nrates == 2 && pl->nquotas == 2, "two and two rules");
+    if (pl == NULL) {
+        apimon_catalog_free(&cat);
+        free(doc);
+        return;
+    }
+    ok(strcmp(pl->rates[0].name, "plan-rate") == 0
+       && pl->rates[0].interval == 15
+       && pl->rates[0].unit == APIMON_UNIT_MINUTE
+       && strcmp(pl->rates[1].name, "daily") == 0
+       && pl->rates[1].unit == APIMON_UNIT_DAY, "rate rules");
+    ok(strcmp(pl->quotas[0].name, "fortnight") == 0
+       && pl->quotas[0].interval == 2 && pl->quotas[0].unit == APIMON_UNIT_WEEK
+       && pl->quotas[0].block == 0 && pl->quotas[0].every == 1
+       && pl->quotas[0].nnotify == 3 && pl->quotas[0].notify[2] == 100
+       && strcmp(pl->quotas[0].violation, "Upgrade to Gold") == 0,
+       "quota rule: interval, soft, notify, every, message");
+    ok(strcmp(pl->quotas[1].name, "plan-quota-2") == 0
+       && pl->quotas[1].unit == APIMON_UNIT_SECOND,
+       "an unnamed second rule is plan-quota-2");
+    ok(pl->rate_n == 100 && pl->rate_w == 900 && pl->quota_n == 0
+       && pl->quota_unit[0] == '\0',
+       "mirrored: 100 per 15 minutes = 900 s; a 2-week quota is not");
+    ok(pl->nwebhooks == 1 && strcmp(pl->webhooks[0].url,
+       "http://127.0.0.1:9/x") == 0, "plan webhook");
+    is_str(apimon_unit_name(APIMON_UNIT_MONTH), "month", "unit names");
+    apimon_catalog_free(&cat);
+    free(doc);
+}
+
 int
 main(void)
 {
     test_example();
     test_broken();
     test_edges();
+    test_rules();
     test_pricing_parse();
     return tap_done();
 }
