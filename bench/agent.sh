@@ -51,9 +51,9 @@ for _ in $(seq 100); do R PING >/dev/null 2>&1 && break; sleep 0.05; done
 
 export APIMON_REDIS=127.0.0.1:$PORT
 
-# the same text as schema/embed.sh: check is core + check, the rest core + lib + op
+# the same text as schema/embed.sh: check is core + calendar + check, the rest core + lib + op
 sha() {
-    if [ "$1" = check ]; then cat "$LUA/core.lua" "$LUA/check.lua"
+    if [ "$1" = check ]; then cat "$LUA/core.lua" "$LUA/calendar.lua" "$LUA/check.lua"
     else cat "$LUA/core.lua" "$LUA/lib.lua" "$LUA/$1.lua"; fi | R -x SCRIPT LOAD
 }
 

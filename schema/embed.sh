@@ -1,7 +1,7 @@
 #!/bin/sh
 # Embed the Lua scripts into a C header: each operation is core.lua, lib.lua
-# and <op>.lua, except check (the hot path), which is core.lua and check.lua;
-# the SHA1 of exactly that text is what EVALSHA needs.
+# and <op>.lua, except check (the hot path), which is core.lua, calendar.lua
+# and check.lua; the SHA1 of exactly that text is what EVALSHA needs.
 # usage: embed.sh <lua dir> <output header>
 set -eu
 dir=$1
@@ -10,7 +10,7 @@ tmp=$out.tmp
 ops=""
 for f in "$dir"/*.lua; do
     n=$(basename "$f" .lua)
-    case $n in core|lib) continue ;; esac
+    case $n in core|lib|calendar) continue ;; esac
     ops="$ops $n"
 done
 
@@ -32,7 +32,7 @@ done
     for n in $ops; do
         up=$(echo "$n" | tr 'a-z' 'A-Z')
         if [ "$n" = check ]; then
-            cat "$dir/core.lua" "$dir/$n.lua" > "$tmp"
+            cat "$dir/core.lua" "$dir/calendar.lua" "$dir/$n.lua" > "$tmp"
         else
             cat "$dir/core.lua" "$dir/lib.lua" "$dir/$n.lua" > "$tmp"
         fi

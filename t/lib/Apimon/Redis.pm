@@ -95,12 +95,14 @@ Like C<cmd> but returns an error reply as an C<Apimon::Redis::Error> object
 
 =item script_text($name) / script_sha($name)
 
-The text of C<core.lua>, C<lib.lua> and C<E<lt>nameE<gt>.lua> (for C<check>: C<core.lua> and
-C<check.lua>) from the repository's
+The text of C<core.lua>, C<lib.lua> and C<E<lt>nameE<gt>.lua> (for C<check>: C<core.lua>,
+C<calendar.lua> and C<check.lua>) from the repository's
 C<schema/lua> (found relative to this file; C<$ENV{APIMON_LUA_DIR}> overrides),
 and its SHA1. Functions, not methods (methods work too).
 
 =item lua_dir() - the directory the scripts are read from
+
+=item calendar_text() - C<core.lua> and C<calendar.lua>, the prelude of check: run a snippet after it to test C<rule_period>
 
 =item $r->run_script($name, \@keys, \@argv)
 
@@ -505,13 +507,24 @@ sub script_sha { sha1_hex(script_text(pop)) }
 # the files a script is made of (schema/embed.sh does the same)
 sub script_parts {
     my $name = pop;
-    return $name eq 'check' ? ('core', 'check') : ('core', 'lib', $name);
+    return $name eq 'check' ? ('core', 'calendar', 'check') : ('core', 'lib', $name);
 }
 
 # core.lua + lib.lua: the prelude of every script but check
 sub lib_text {
     my $t = '';
     for my $f ('core', 'lib') {
+        open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
+        local $/;
+        $t .= <$fh>;
+    }
+    return $t;
+}
+
+# core.lua + calendar.lua: the prelude of check (rule periods)
+sub calendar_text {
+    my $t = '';
+    for my $f ('core', 'calendar') {
         open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
         local $/;
         $t .= <$fh>;
