@@ -150,9 +150,10 @@ local function webhooks_of(v, path)
 end
 
 -- cjson encodes an empty table as {}: the stored lists are always arrays
+-- (notify is the one list inside a rule)
 local function json_list(t)
   if #t == 0 then return '[]' end
-  return cjson.encode(t)
+  return (cjson.encode(t):gsub('"notify":{}', '"notify":[]'))
 end
 
 local week_start = doc.weekStart
