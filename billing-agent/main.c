@@ -7,6 +7,7 @@
  *   billing-agent [options] bill [--period YYYY-MM] [--dry-run] ...
  *   billing-agent [options] reconcile --period YYYY-MM
  *   billing-agent [options] report --period YYYY-MM --report-html FILE
+ *   billing-agent [options] notify [--once]
  *
  * Secrets never come from argv: the Stripe key is read from STRIPE_API_KEY
  * or from an owner-only file (--stripe-key-file).
@@ -15,6 +16,7 @@
 #include "agent_redis.h"
 #include "bill.h"
 #include "catalog.h"
+#include "notify.h"
 #include "util.h"
 
 #include <errno.h>
@@ -49,6 +51,8 @@ static const char  *usage_text =
 "                           Stripe API holds (after the ledger was lost)\n"
 "  report                   write the --report/--report-html of --period\n"
 "                           from Redis and the ledger, posting nothing\n"
+"  notify                   deliver the events of apimon:events to the\n"
+"                           catalog's webhooks, signed (until SIGTERM)\n"
 "\n"
 "options:\n"
 "  --effective DATE         catalog apply: the prices take effect then\n"
@@ -83,6 +87,13 @@ static const char  *usage_text =
 "  --max-retries N          per request (default 3)\n"
 "  --lock-ttl SECONDS       lifetime of the run lock (default 600)\n"
 "  --batch N                subscriptions per Redis pipeline (default 1000)\n"
+"  --once                   notify: exit when no event is left to deliver\n"
+"  --consumer NAME          notify: the consumer name in the group\n"
+"                           apimon-notify (default <hostname>-<pid>)\n"
+"  --max-attempts N         notify: deliveries of an event before it is\n"
+"                           parked in apimon:events:dead (default 5)\n"
+"  --claim-idle SECONDS     notify: take over the events another consumer\n"
+"                           left unacknowledged this long (default 60)\n"
 "  --quiet                  log errors only\n"
 "  -h, --help               this text\n"
 "  --version                the version\n"
@@ -102,6 +113,7 @@ typedef struct {
     const char  *key_file;
     int64_t      effective_ms;   /* catalog apply --effective, 0 = now */
     bill_opts_t  bill;
+    notify_opts_t notify;
 } agent_conf_t;
 
 
@@ -145,67 +157,6 @@ read_file(const char *path, size_t *len)
     buf[n] = '\0';
     *len = n;
     return buf;
-}
-
-
-/*
- * The secret from an owner-only file: a key readable by others is treated
- * as leaked configuration and refused.
- */
-static char *
-read_key_file(const char *path, char *err, size_t errlen)
-{
-    struct stat  st;
-    char         buf[4096];
-    ssize_t      n;
-    size_t       i, len;
-    int          fd;
-
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd == -1) {
-        snprintf(err, errlen, "--stripe-key-file %s: %s", path,
-                 strerror(errno));
-        return NULL;
-    }
-    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "--stripe-key-file %s: not a regular file",
-                 path);
-        close(fd);
-        return NULL;
-    }
-    if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
-        snprintf(err, errlen, "--stripe-key-file %s: must be owned by this "
-                 "user and not readable by others (chmod 600)", path);
-        close(fd);
-        return NULL;
-    }
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n < 0) {
-        snprintf(err, errlen, "--stripe-key-file %s: %s", path,
-                 strerror(errno));
-        return NULL;
-    }
-    len = (size_t) n;
-    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'
-                   || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
-    {
-        len--;
-    }
-    buf[len] = '\0';
-    for (i = 0; i < len; i++) {
-        if ((unsigned char) buf[i] <= ' ' || buf[i] == 0x7f) {
-            snprintf(err, errlen, "--stripe-key-file %s: the key holds "
-                     "whitespace or control characters", path);
-            memset(buf, 0, sizeof(buf));
-            return NULL;
-        }
-    }
-    if (len == 0) {
-        snprintf(err, errlen, "--stripe-key-file %s: empty", path);
-        return NULL;
-    }
-    return xstrndup(buf, len);
 }
 
 
@@ -512,8 +463,8 @@ cmd_bill(agent_conf_t *conf)
         conf->bill.dry_run = 1;        /* reads only, prints nothing */
     }
     if (!conf->bill.dry_run) {
-        secret = conf->key_file ? read_key_file(conf->key_file, err,
-                                                sizeof(err))
+        secret = conf->key_file ? agent_read_secret(conf->key_file,
+                                      "--stripe-key-file", err, sizeof(err))
                                 : secret_from_env(err, sizeof(err));
         if (secret == NULL) {
             agent_err("%s", err);
@@ -558,7 +509,8 @@ enum {
     OPT_INVOICES, OPT_MAX_RPS, OPT_KEY_FILE, OPT_TIMEOUT, OPT_RETRIES,
     OPT_LOCK_TTL, OPT_BATCH, OPT_QUIET, OPT_SECRET_ARGV, OPT_RETRY_FAILED,
     OPT_SINCE, OPT_MARGIN, OPT_UNSAFE_REDIS, OPT_VERSION, OPT_DRAFT,
-    OPT_FINALIZE, OPT_REPORT_HTML, OPT_EFFECTIVE, OPT_METRICS_FILE
+    OPT_FINALIZE, OPT_REPORT_HTML, OPT_EFFECTIVE, OPT_METRICS_FILE,
+    OPT_ONCE, OPT_CONSUMER, OPT_MAX_ATTEMPTS, OPT_CLAIM_IDLE
 };
 
 static const struct option  long_opts[] = {
@@ -586,6 +538,10 @@ static const struct option  long_opts[] = {
     { "lock-ttl", required_argument, NULL, OPT_LOCK_TTL },
     { "batch", required_argument, NULL, OPT_BATCH },
     { "quiet", no_argument, NULL, OPT_QUIET },
+    { "once", no_argument, NULL, OPT_ONCE },
+    { "consumer", required_argument, NULL, OPT_CONSUMER },
+    { "max-attempts", required_argument, NULL, OPT_MAX_ATTEMPTS },
+    { "claim-idle", required_argument, NULL, OPT_CLAIM_IDLE },
     /* recognised only to refuse them: secrets never on the command line */
     { "stripe-key", optional_argument, NULL, OPT_SECRET_ARGV },
     { "api-key", optional_argument, NULL, OPT_SECRET_ARGV },
@@ -705,6 +661,31 @@ parse_options(int argc, char **argv, agent_conf_t *conf)
         case OPT_QUIET:
             agent_quiet = 1;
             break;
+        case OPT_ONCE:
+            conf->notify.once = 1;
+            break;
+        case OPT_CONSUMER:
+            if (strlen(optarg) == 0 || strlen(optarg) > 100
+                || strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+                          "OPQRSTUVWXYZ0123456789._-") != strlen(optarg))
+            {
+                return usage_error("--consumer %s: must match "
+                                   "^[A-Za-z0-9._-]{1,100}$", optarg);
+            }
+            conf->notify.consumer = optarg;
+            break;
+        case OPT_MAX_ATTEMPTS:
+            if (parse_num("--max-attempts", optarg, 1, 100, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->notify.max_attempts = (int) v;
+            break;
+        case OPT_CLAIM_IDLE:
+            if (parse_num("--claim-idle", optarg, 0, 86400, &v) != 0) {
+                return AGENT_EXIT_CONFIG;
+            }
+            conf->notify.claim_idle_ms = v * 1000;
+            break;
         case OPT_SECRET_ARGV:
             return usage_error("%s", "secrets are never read from the "
                                "command line: set STRIPE_API_KEY or use "
@@ -752,6 +733,8 @@ main(int argc, char **argv)
     conf.bill.lock_ttl_ms = 600000;
     conf.bill.batch = 1000;
     conf.bill.margin_ms = 300000;
+    conf.notify.max_attempts = 5;
+    conf.notify.claim_idle_ms = 60000;
 
     rc = parse_options(argc, argv, &conf);
     if (rc != 0) {
@@ -791,6 +774,16 @@ main(int argc, char **argv)
         }
         return usage_error("usage: customer set <developer-email|"
                            "appgroup:NAME> <customer-id>%s", "");
+    }
+
+    if (strcmp(args[0], "notify") == 0) {
+        if (nargs != 1) {
+            return usage_error("unexpected argument \"%s\"", args[1]);
+        }
+        conf.notify.redis_addr = conf.redis;
+        conf.notify.redis_password = conf.bill.redis_password;
+        conf.notify.timeout_ms = conf.bill.timeout_ms;
+        return notify_run(&conf.notify);
     }
 
     if (strcmp(args[0], "bill") == 0 || strcmp(args[0], "reconcile") == 0

@@ -5,10 +5,13 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int agent_quiet;
 
@@ -364,4 +367,66 @@ agent_parse_i64(const char *s, size_t len, int64_t *out)
     }
     *out = neg ? -v : v;
     return 0;
+}
+
+
+/*
+ * The secret from an owner-only file: a key readable by others is treated
+ * as leaked configuration and refused.
+ */
+char *
+agent_read_secret(const char *path, const char *what, char *err,
+    size_t errlen)
+{
+    struct stat  st;
+    char         buf[4096];
+    ssize_t      n;
+    size_t       i, len;
+    int          fd;
+
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd == -1) {
+        snprintf(err, errlen, "%s %s: %s", what, path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s %s: not a regular file",
+                 what, path);
+        close(fd);
+        return NULL;
+    }
+    if (st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+        snprintf(err, errlen, "%s %s: must be owned by this "
+                 "user and not readable by others (chmod 600)", what, path);
+        close(fd);
+        return NULL;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0) {
+        snprintf(err, errlen, "%s %s: %s", what, path,
+                 strerror(errno));
+        return NULL;
+    }
+    len = (size_t) n;
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == '\r'
+                   || buf[len - 1] == ' ' || buf[len - 1] == '\t'))
+    {
+        len--;
+    }
+    buf[len] = '\0';
+    for (i = 0; i < len; i++) {
+        if ((unsigned char) buf[i] <= ' ' || buf[i] == 0x7f) {
+            snprintf(err, errlen, "%s %s: the secret holds "
+                     "whitespace or control characters", what, path);
+            memset(buf, 0, sizeof(buf));
+            return NULL;
+        }
+    }
+    if (len == 0) {
+        snprintf(err, errlen, "%s %s: empty", what, path);
+        return NULL;
+    }
+    return xstrndup(buf, len);
 }

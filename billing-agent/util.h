@@ -70,6 +70,14 @@ extern int agent_quiet;
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void agent_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * The secret in an owner-only file (a file readable by others is treated
+ * as leaked and refused), trailing whitespace trimmed; what names it in
+ * the messages ("--stripe-key-file").  NULL with the reason in err.
+ */
+char *agent_read_secret(const char *path, const char *what, char *err,
+    size_t errlen);
+
 /* parse a decimal int64; -1 if s is not entirely a number */
 int agent_parse_i64(const char *s, size_t len, int64_t *out);
 
