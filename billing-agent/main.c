@@ -314,6 +314,93 @@ show_prices(redisContext *c, const char *plan)
 }
 
 
+/* "  webhook <url> (secret file <path>)" of a stored JSON list */
+static void
+show_webhooks(const char *json, const char *indent)
+{
+    cJSON        *arr = json ? cJSON_Parse(json) : NULL;
+    const cJSON  *w;
+
+    cJSON_ArrayForEach(w, arr) {
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(w, "url");
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(w, "secretFile");
+
+        if (cJSON_IsString(u) && cJSON_IsString(f)) {
+            printf("%swebhook %s (secret file %s)\n", indent, u->valuestring,
+                   f->valuestring);
+        }
+    }
+    cJSON_Delete(arr);
+}
+
+
+/* one normalized rule of apimon:plan:<name>:rules */
+static void
+show_rule(const char *kind, const cJSON *r)
+{
+    const cJSON  *unit, *n, *t;
+    const char   *s;
+
+    unit = cJSON_GetObjectItemCaseSensitive(r, strcmp(kind, "rate") == 0
+                                               ? "per" : "period");
+    n = cJSON_GetObjectItemCaseSensitive(r, "interval");
+    printf("  %s %s: %.0f per %.0f %s", kind,
+           cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r, "name")),
+           cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(r, "limit")),
+           cJSON_IsNumber(n) ? n->valuedouble : 1.0,
+           cJSON_IsString(unit) ? unit->valuestring : "?");
+    if (strcmp(kind, "quota") == 0) {
+        printf(", %s", cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r,
+               "blockOnBreach")) ? "soft (overage)" : "blocking");
+        t = cJSON_GetObjectItemCaseSensitive(r, "notify");
+        if (cJSON_GetArraySize(t) > 0) {
+            printf(", notify");
+            for (n = t->child; n != NULL; n = n->next) {
+                printf("%s%.0f%%", n == t->child ? " " : ",", n->valuedouble);
+            }
+            printf(" %s", cJSON_GetStringValue(
+                cJSON_GetObjectItemCaseSensitive(r, "frequency")));
+        }
+    }
+    s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(r,
+                                                       "violationMessage"));
+    if (s != NULL && s[0] != '\0') {
+        printf(", message \"%s\"", s);
+    }
+    printf("\n");
+}
+
+
+/* a plan's rules and webhooks (apimon:plan:<name>:rules) */
+static void
+show_rules(redisContext *c, const char *plan)
+{
+    redisReply    *r;
+    cJSON         *arr;
+    const cJSON   *it;
+    size_t         i;
+    static const char *const kinds[] = { "rate", "quota" };
+
+    r = redisCommand(c, "HMGET apimon:plan:%s:rules rate quota webhooks",
+                     plan);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r) {
+            freeReplyObject(r);
+        }
+        return;
+    }
+    for (i = 0; i < 2; i++) {
+        arr = r->element[i]->str ? cJSON_Parse(r->element[i]->str) : NULL;
+        cJSON_ArrayForEach(it, arr) {
+            show_rule(kinds[i], it);
+        }
+        cJSON_Delete(arr);
+    }
+    show_webhooks(r->element[2]->str, "  ");
+    freeReplyObject(r);
+}
+
+
 static void
 show_plans(redisContext *c, cJSON *doc)
 {
@@ -333,6 +420,26 @@ show_plans(redisContext *c, cJSON *doc)
             freeReplyObject(r);
         }
         show_prices(c, name->valuestring);
+        show_rules(c, name->valuestring);
+    }
+}
+
+
+/* weekStart and the top-level webhooks (apimon:catalog:settings) */
+static void
+show_settings(redisContext *c)
+{
+    redisReply *r = redisCommand(c, "HMGET apimon:catalog:settings weekStart "
+                                 "webhooks");
+
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+        if (r->element[0]->str) {
+            printf("week start: %s\n", r->element[0]->str);
+        }
+        show_webhooks(r->element[1]->str, "");
+    }
+    if (r) {
+        freeReplyObject(r);
     }
 }
 
@@ -385,6 +492,7 @@ cmd_catalog_show(const agent_conf_t *conf)
         agent_iso_time(atoll(applied), ts, sizeof(ts));
         printf("applied: %s\n", ts);
     }
+    show_settings(c);
     doc = json ? cJSON_Parse(json) : NULL;
     if (doc) {
         show_plans(c, doc);

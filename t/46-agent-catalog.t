@@ -34,6 +34,13 @@ is($run->{rc}, 0, 'show: exit 0');
 like($run->{out}, qr/^version: 1$/m, 'show: version');
 like($run->{out}, qr/^plan weather-bronze: 0 subscriptions$/m, 'show: plans with subscription counts');
 like($run->{out}, qr/"weather-gold"/, 'show: the document');
+like($run->{out}, qr/^week start: monday$/m, 'show: the week start');
+like($run->{out}, qr{^webhook https://ops\.example\.com/apimon/events \(secret file /etc/apimon/ops-hook\.secret\)$}m,
+     'show: the top-level webhooks');
+like($run->{out}, qr/^  quota plan-quota: 10000 per 1 month, blocking, notify 80%,100% once, message "Bronze/m,
+     'show: a quota rule with its notify thresholds and message');
+like($run->{out}, qr/^  rate plan-rate: 100 per 1 second\n  rate gold-15min: 50000 per 15 minute$/m,
+     'show: a list of rate rules with an interval');
 
 # invalid documents: the message names the field; Redis is untouched
 my $bad = decode_json(models_catalog());
