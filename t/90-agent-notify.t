@@ -182,6 +182,17 @@ ok($got, 'long-running: a new event is delivered');
 kill 'TERM', $p->{pid};
 is(Apimon::Agent::wait_agent($p, 20)->{rc}, 0, 'SIGTERM: exit 0');
 
+# --- docs/webhooks.md's worked example verifies
+open my $doc, '<', "$FindBin::Bin/../docs/webhooks.md" or die "docs/webhooks.md: $!";
+my $md = do { local $/; <$doc> };
+my ($dsecret) = $md =~ /With the secret `([0-9a-f]+)`/;
+my ($dt, $dv1) = $md =~ /^Apimon-Signature: t=(\d+),v1=([0-9a-f]{64})$/m;
+my ($dbody) = $md =~ /^(\{"id":"ev-1".*\})$/m;
+ok(defined $dsecret && defined $dbody, 'docs/webhooks.md: the example is there');
+is(hmac_sha256_hex("$dt.$dbody", $dsecret // ''), $dv1, 'docs/webhooks.md: its signature verifies');
+my ($shell) = $md =~ /^(\w{64}) \*stdin$/m;
+is($shell, $dv1, 'docs/webhooks.md: the openssl line shows the same');
+
 # --- usage
 is(notify('--max-attempts', 0)->{rc}, 2, '--max-attempts 0: usage error');
 is(notify('--consumer', 'a b')->{rc}, 2, '--consumer with a space: usage error');
