@@ -491,15 +491,7 @@ my %TEXT;
 
 sub script_text {
     my $name = pop;
-    return $TEXT{$name} //= do {
-        my $t = '';
-        for my $f (script_parts($name)) {
-            open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
-            local $/;
-            $t .= <$fh>;
-        }
-        $t;
-    };
+    return $TEXT{$name} //= _lua_files(script_parts($name));
 }
 
 sub script_sha { sha1_hex(script_text(pop)) }
@@ -510,10 +502,10 @@ sub script_parts {
     return $name eq 'check' ? ('core', 'calendar', 'check') : ('core', 'lib', $name);
 }
 
-# core.lua + lib.lua: the prelude of every script but check
-sub lib_text {
+# the text of these schema/lua files, one after the other
+sub _lua_files {
     my $t = '';
-    for my $f ('core', 'lib') {
+    for my $f (@_) {
         open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
         local $/;
         $t .= <$fh>;
@@ -521,16 +513,11 @@ sub lib_text {
     return $t;
 }
 
+# core.lua + lib.lua: the prelude of every script but check
+sub lib_text { _lua_files('core', 'lib') }
+
 # core.lua + calendar.lua: the prelude of check (rule periods)
-sub calendar_text {
-    my $t = '';
-    for my $f ('core', 'calendar') {
-        open my $fh, '<:raw', "$LUA_DIR/$f.lua" or croak "cannot read $LUA_DIR/$f.lua: $!";
-        local $/;
-        $t .= <$fh>;
-    }
-    return $t;
-}
+sub calendar_text { _lua_files('core', 'calendar') }
 
 sub lua_dir { $LUA_DIR }
 

@@ -25,25 +25,33 @@ sub start {
     my ($class, %o) = @_;
     my $key = $o{key} // 'sk_test_' . join('', map { ('a'..'z', 0..9)[rand 36] } 1..24);
     my $dir = tempdir(CLEANUP => 1);
+    my ($pid, $port) = spawn_server($server, $dir, '--key', $key);
+    my $self = bless { pid => $pid, port => $port, key => $key, dir => $dir,
+        http => HTTP::Tiny->new(timeout => 10) }, $class;
+    return $self;
+}
+
+# forks and execs a test server script (it writes its port to --port-file)
+# in dir; returns (pid, port). Shared with Apimon::Webhook.
+sub spawn_server {
+    my ($script, $dir, @args) = @_;
     my $pf = "$dir/port";
     my $log = "$dir/server.log";
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDOUT, '>', $log;
         open STDERR, '>&', \*STDOUT;
-        exec $^X, $server, '--key', $key, '--port-file', $pf;
+        exec $^X, $script, @args, '--port-file', $pf;
         exit 127;
     }
     for (1 .. 200) {
         last if -s $pf;
         sleep 0.025;
     }
-    open my $f, '<', $pf or die "stripe-server did not start (see $log)\n";
+    open my $f, '<', $pf or die "$script did not start (see $log)\n";
     chomp(my $port = <$f>);
     close $f;
-    my $self = bless { pid => $pid, port => $port, key => $key, dir => $dir,
-        http => HTTP::Tiny->new(timeout => 10) }, $class;
-    return $self;
+    return ($pid, $port);
 }
 
 sub url  { return 'http://127.0.0.1:' . $_[0]{port} }

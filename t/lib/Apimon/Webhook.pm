@@ -16,7 +16,7 @@ use File::Spec;
 use File::Temp qw(tempdir);
 use HTTP::Tiny;
 use JSON::PP;
-use Time::HiRes qw(sleep);
+use Apimon::Stripe;
 
 my $server = File::Spec->rel2abs(dirname(__FILE__) . '/../../webhook-server');
 
@@ -29,19 +29,8 @@ sub start {
     print $f "$secret\n";
     close $f;
     chmod 0600, $sf;
-    my $pf = "$dir/port";
-    my $log = "$dir/server.log";
-    my $pid = fork // die "fork: $!";
-    if ($pid == 0) {
-        open STDOUT, '>', $log;
-        open STDERR, '>&', \*STDOUT;
-        exec $^X, $server, '--secret-file', $sf, '--port-file', $pf, ($o{port} ? ('--port', $o{port}) : ());
-        exit 127;
-    }
-    for (1 .. 200) { last if -s $pf; sleep 0.025 }
-    open my $p, '<', $pf or die "webhook-server did not start (see $log)\n";
-    chomp(my $port = <$p>);
-    close $p;
+    my ($pid, $port) = Apimon::Stripe::spawn_server($server, $dir, '--secret-file', $sf,
+                                                    ($o{port} ? ('--port', $o{port}) : ()));
     return bless { pid => $pid, port => $port, secret => $secret, secret_file => $sf, dir => $dir,
                    http => HTTP::Tiny->new(timeout => 30) }, $class;
 }
