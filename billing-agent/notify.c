@@ -190,6 +190,36 @@ sign(const char *secret, const char *body, int64_t t, char *out, size_t len)
 }
 
 
+/*
+ * "https://host:port" of a URL for the logs: the path and query of a
+ * webhook URL may hold a token (Slack-style hooks), the host does not.
+ */
+static void
+url_origin(const char *url, char *out, size_t len)
+{
+    const char  *p = strstr(url, "://");
+    const char  *at, *end;
+
+    p = p ? p + 3 : url;
+    end = p + strcspn(p, "/?#");
+    at = memchr(p, '@', (size_t) (end - p));
+    snprintf(out, len, "%.*s%.*s", (int) (p - url), url,
+             (int) (end - (at ? at + 1 : p)), at ? at + 1 : p);
+}
+
+
+/* printable ASCII only in a header value */
+static void
+header_safe(char *s)
+{
+    for (; *s != '\0'; s++) {
+        if ((unsigned char) *s < 0x20 || (unsigned char) *s >= 0x7f) {
+            *s = '?';
+        }
+    }
+}
+
+
 static size_t
 discard(char *p, size_t size, size_t nmemb, void *data)
 {
@@ -224,6 +254,7 @@ deliver(const notify_opts_t *o, target_t *t, const char *id,
     h = curl_slist_append(h, "Content-Type: application/json");
     h = curl_slist_append(h, hdr);
     snprintf(hdr, sizeof(hdr), "Apimon-Event-Id: %.200s", id);
+    header_safe(hdr);
     h = curl_slist_append(h, hdr);
     h = curl_slist_append(h, "User-Agent: apimon-billing-agent/"
                              APIMON_VERSION);
@@ -347,6 +378,7 @@ handle_entry(const notify_opts_t *o, redisContext *c, const redisReply *e)
     target_t           t[NOTIFY_MAX_TARGETS];
     size_t             n = 0, i, left;
     char               why[600] = "no webhook in the catalog", *body;
+    char               origin[256];
     int                attempt, rc, final = 0;
     int64_t            backoff = NOTIFY_BACKOFF_MS;
 
@@ -379,8 +411,9 @@ handle_entry(const notify_opts_t *o, redisContext *c, const redisReply *e)
                 t[i].done = 1;
                 left--;
             } else {
+                url_origin(t[i].url, origin, sizeof(origin));
                 agent_log("notify: event %s to %s: %s (attempt %d)", id,
-                          t[i].url, why, attempt);
+                          origin, why, attempt);
                 final |= rc == DELIVER_FINAL;
             }
         }

@@ -36,7 +36,7 @@ $r->apply_catalog($J->encode({
         { name => 'gold', product => 'weather', pricing => $free,
           webhooks => [ { url => $w2->url('/gold'), secretFile => $w2->secret_file } ] },
         { name => 'down', product => 'weather', pricing => $free,
-          webhooks => [ { url => "http://127.0.0.1:$down/x", secretFile => $w1->secret_file } ] },
+          webhooks => [ { url => "http://127.0.0.1:$down/hooks/T0KEN-in-the-path?k=T0KEN", secretFile => $w1->secret_file } ] },
         { name => 'nosecret', product => 'weather', pricing => $free,
           webhooks => [ { url => $w2->url('/n'), secretFile => '/nonexistent/apimon/hook.secret' } ] },
     ],
@@ -128,7 +128,20 @@ is($d->[0]{id}, $e->{id}, 'the event, with its fields');
 is($d->[0]{attempts}, 3, 'after 3 attempts');
 like($d->[0]{reason}, qr/onnect/i, 'reason: the connection was refused');
 like($d->[0]{streamId}, qr/^\d+-\d+$/, 'and its id in apimon:events');
+like($run->{err}, qr{to http://127\.0\.0\.1:$down: }, 'the log names the webhook by its origin');
+unlike($run->{err}, qr/T0KEN/, 'not by its path or query (they may hold a token)');
 is(pending(), 0, 'acknowledged in apimon:events');
+
+# --- no webhook at all for the event: parked, not dropped silently
+my $bare = Apimon::Redis->start;
+$bare->apply_catalog($J->encode({ products => [ { name => 'weather', apis => [ 'forecast' ] } ],
+                                  plans => [ { name => 'basic', product => 'weather', pricing => $free } ] }));
+$bare->cmd('XADD', 'apimon:events', '*', id => 'lonely', type => 'refused', plan => 'basic');
+is(run_agent(env => { APIMON_REDIS => '127.0.0.1:' . $bare->port }, args => [ '--once', 'notify' ])->{rc}, 0,
+   'a catalog without webhooks: exit 0');
+is_deeply([ map { { @{ $_->[1] } }->{reason} } @{ $bare->cmd('XRANGE', 'apimon:events:dead', '-', '+') } ],
+          [ 'no webhook in the catalog' ], 'the event is parked: no webhook in the catalog');
+$bare->stop;
 
 # --- a 4xx is final: parked after one attempt
 $w1->reset;
