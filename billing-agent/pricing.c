@@ -1161,6 +1161,12 @@ apimon_plan_segments(const apimon_plan_entry_t *h, size_t n,
         if (apimon_active_days(p, a, z) == 0) {
             continue;
         }
+        if (k > 0 && out[k - 1].end_ms == a
+            && strcmp(out[k - 1].plan, h[i].plan) == 0)
+        {
+            out[k - 1].end_ms = z;      /* back the same day: one part */
+            continue;
+        }
         if (k == max) {
             return -1;
         }

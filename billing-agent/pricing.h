@@ -279,7 +279,8 @@ typedef struct {
  * The parts of the term [start_ms, end_ms) (end 0 = open) that the plans
  * of history h (n entries, ascending) held in period p, in order, each
  * [start, end) at most the term: a plan with no day in p has no part (nor
- * one that a later change of the same day replaced).  Returns the number
+ * one that a later change of the same day replaced), and a plan that
+ * follows itself (changed away and back within a day) is one part.  Returns the number
  * of parts written (0 when the term has no day in p), -1 when there are
  * more than max.  Each part is priced like a whole subscription
  * (apimon_price_history with its span, its calls by apimon_usage_add).
