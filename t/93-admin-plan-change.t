@@ -113,14 +113,18 @@ $res = change($s, { plan => 'maps-basic' });
 is($res->{status}, 200, 'changePlan to maps-basic (changeTo): 200');
 is($res->{json}{apiproduct}, 'maps', 'the product is maps now');
 is($api->call($s->{primary}, path => '/maps/x')->{status}, 200, 'maps entitled');
-is($api->call($s->{primary})->{status}, 403, 'weather no longer');
+$res = $api->call($s->{primary});
+is($res->{status}, 403, 'weather no longer');
+like($res->{content}, qr/not_entitled/, '... not_entitled');
 is(view($s)->{quota}{used}, 7, "the week's accepted calls carried (this week's 7)");
 
 # --- a smaller limit than what was used: the check refuses at once
 my $w = buy();
 is($api->call($w->{primary})->{status}, 200, "a call on bronze $_") for 1 .. 3;
 is(change($w, { plan => 'weather-tiny' })->{status}, 200, 'to tiny (2 a month)');
-is($api->call($w->{primary})->{status}, 429, 'used 3 of 2: refused by the check');
+$res = $api->call($w->{primary});
+is($res->{status}, 403, 'used 3 of 2: refused by the check');
+like($res->{content}, qr/quota_exceeded/, '... quota_exceeded');
 is(view($w)->{quota}{remaining}, 0, 'nothing remaining');
 
 # --- refusals, nothing changed
