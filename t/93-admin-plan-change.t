@@ -37,6 +37,18 @@ $r->apply_catalog($J->encode({
           quota => { limit => 500, period => 'week' }, pricing => { model => 'free' } },
         { name => 'old-plan', product => 'old', pricing => { model => 'free' } },
         { name => 'solo-basic', product => 'solo', pricing => { model => 'free' } } ] }));
+# changeTo: checked by catalog_apply, naming the field
+for my $bad ([ ['nowhere'], qr/products\[0\]\.changeTo: no such product in this catalog: nowhere/ ],
+             [ ['weather'], qr/products\[0\]\.changeTo\[0\]: names the product itself/ ],
+             [ 'maps', qr/products\[0\]\.changeTo: must be/ ],
+             [ ['a b'], qr/products\[0\]\.changeTo\[0\]: must match/ ]) {
+    my $v = $r->try_script('catalog_apply', [], [ $J->encode({
+        products => [ { name => 'weather', apis => ['forecast'], changeTo => $bad->[0] },
+                      { name => 'maps', apis => ['tiles'] } ],
+        plans => [ { name => 'p', product => 'weather', pricing => { model => 'free' } } ] }), 0 ]);
+    like(Apimon::Redis::is_error($v) ? $v->message : 'applied', $bad->[1], "catalog: bad changeTo refused ($bad->[1])");
+}
+is($r->cmd('HGET', 'apimon:product:weather', 'changeTo'), ',maps,old,', 'catalog: changeTo stored comma-wrapped');
 my $n = Apimon::Admin::start_nginx($r);
 my $api = Apimon::Admin->new(nginx => $n);
 my $DEV = '/developers/ann@example.com';

@@ -21,6 +21,17 @@ my $stripe = Apimon::Stripe->start;
 my $env = agent_env($r, $stripe);
 my $J = JSON::PP->new->canonical;
 
+# the agent's catalog apply takes changeTo (catalog_apply checks it)
+use File::Temp qw(tempdir);
+my $dir = tempdir(CLEANUP => 1);
+open my $cf, '>', "$dir/c.json" or die;
+print $cf $J->encode({ products => [ { name => 'x', apis => ['a'], changeTo => ['y'] }, { name => 'y', apis => ['a'] } ],
+                       plans => [ { name => 'x1', product => 'x', pricing => { model => 'free' } } ] });
+close $cf;
+my $ap = run_agent(env => $env, args => ['catalog', 'apply', "$dir/c.json"]);
+is($ap->{rc}, 0, 'catalog apply with changeTo: exit 0') or diag $ap->{err};
+is($r->cmd('HGET', 'apimon:product:x', 'changeTo'), ',y,', '... stored');
+
 my $t0 = ms('2026-10-01');
 $r->apply_catalog($J->encode({
     products => [ { name => 'geo', apis => ['lookup'] } ],
