@@ -243,7 +243,8 @@ for name, p in pairs(products) do
   local k = 'apimon:product:' .. name
   redis.call('DEL', k)
   redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis,
-    'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans), 'state', p.state, 'changeTo', p.changeTo)
+    'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans), 'state', p.state)
+  if p.changeTo ~= '' then redis.call('HSET', k, 'changeTo', p.changeTo) end
   redis.call('SADD', 'apimon:products', name)
 end
 -- Price versions: member "<ms>|<pricing>" scored by the ms it takes effect.
