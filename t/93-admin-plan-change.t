@@ -130,6 +130,16 @@ is($res->{status}, 403, 'weather no longer');
 like($res->{content}, qr/not_entitled/, '... not_entitled');
 is(view($s)->{quota}{used}, 7, "the week's accepted calls carried (this week's 7)");
 
+# --- month -> none -> month within one month: the calls on the plan between count
+my $x = buy();
+is($api->call($x->{primary})->{status}, 200, "a call on bronze (month) $_") for 1 .. 2;
+is(change($x, { plan => 'weather-manual' })->{status}, 200, 'to a plan without quota');
+is($api->call($x->{primary})->{status}, 200, "a call without quota $_") for 1 .. 3;
+is(change($x, { plan => 'weather-silver' })->{status}, 200, 'to silver (month)');
+is(view($x)->{quota}{used}, 5, 'the month so far: 2 + 3, not the 2 of the state bronze left');
+is($api->call($x->{primary})->{status}, 200, 'a call on silver');
+is(view($x)->{quota}{used}, 6, '... counted on top');
+
 # --- a smaller limit than what was used: the check refuses at once
 my $w = buy();
 is($api->call($w->{primary})->{status}, 200, "a call on bronze $_") for 1 .. 3;

@@ -137,6 +137,12 @@ local function sub_quota_carry(sk, old_unit, new_n, new_unit, now)
     end
   end
   local qk = sk .. ':quota:plan:' .. stamp
+  -- a state of this very period, from a plan held before the one left,
+  -- would be taken over the carried count: the count replaces it
+  local cur = redis.call('HGET', sk, 'c:quota:plan')
+  if cur and cur:sub(1, #new_unit + #stamp + 2) == new_unit .. ':' .. stamp .. ':' then
+    redis.call('HDEL', sk, 'c:quota:plan')
+  end
   if used > 0 then
     redis.call('SET', qk, fmt(used), 'PXAT', fmt(e + 62 * DAY_MS))
   else
