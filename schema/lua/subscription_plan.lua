@@ -6,9 +6,9 @@
 -- 9-11 the Idempotency-Key's digest, the request's fingerprint and the
 -- sealed keys (none here: lib.lua idem_replay; all optional).
 -- The plan it is on while a change is pending withdraws that change.
--- Refused: not active (409), the same plan with nothing pending or the one
--- already pending (409), a retired plan or an inactive product (409), a plan of another
--- product that the subscription's product does not list in changeTo (409).
+-- Refused (409): not active, the same plan with nothing pending, the change
+-- already pending, a retired plan, an inactive product, a plan of another
+-- product that the subscription's product does not list in changeTo.
 return apimon_run(function()
 apimon_schema_check()
 local sk = KEYS[1]
@@ -40,12 +40,16 @@ end
 if plan == h.nextPlan and eff == 'periodEnd' then
   apimon_err('conflict', 'plan: a change to ' .. plan .. ' at ' .. h.nextAt .. ' is pending already')
 end
-local p = cancel and { h.product, '0' } or redis.call('HMGET', 'apimon:plan:' .. plan, 'product', 'retired')
-if not p[1] then apimon_err('not_found', 'plan: no such plan ' .. plan) end
-if p[2] == '1' then apimon_err('conflict', 'plan ' .. plan .. ' is retired: not for sale') end
-local product = p[1]
-local st = redis.call('HGET', 'apimon:product:' .. product, 'state')
-if st == 'inactive' then apimon_err('conflict', 'product ' .. product .. ' is inactive: not for sale') end
+-- what it may change to (a withdrawal buys nothing: no check)
+local product = h.product
+if not cancel then
+  local p = redis.call('HMGET', 'apimon:plan:' .. plan, 'product', 'retired')
+  if not p[1] then apimon_err('not_found', 'plan: no such plan ' .. plan) end
+  if p[2] == '1' then apimon_err('conflict', 'plan ' .. plan .. ' is retired: not for sale') end
+  product = p[1]
+  local st = redis.call('HGET', 'apimon:product:' .. product, 'state')
+  if st == 'inactive' then apimon_err('conflict', 'product ' .. product .. ' is inactive: not for sale') end
+end
 if product ~= h.product then
   local to = redis.call('HGET', 'apimon:product:' .. (h.product or ''), 'changeTo') or ''
   if not to:find(',' .. product .. ',', 1, true) then
