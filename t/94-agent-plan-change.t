@@ -163,6 +163,24 @@ my %e = @{ $audit->[0][1] };
 is($e{action}, 'subscription.changePlan.applied', '... audited');
 is($e{who}, 'scheduled', '... by "scheduled"');
 
+# an invoice (--create-invoices) holding a plan change: both lines, each naming its plan
+$r->put_developer('bob@example.com', { firstName => 'Bob' }, now => $t0);
+$r->set_customer('developer', 'bob@example.com', 'cus_bob', $t0);
+my $inv = $r->create_subscription(owner => 'bob@example.com', product => 'geo', plan => 'geo-bronze',
+    now => ms('2026-08-01'), start => ms('2026-08-01'));
+change($inv, 'geo-gold', ms('2026-08-16T10:00'));
+my $ir = run_agent(env => $env, args => ['bill', '--period', '2026-08', '--create-invoices', '--max-rps', '1000']);
+is($ir->{rc}, 0, 'August with --create-invoices: exit 0') or diag $ir->{err};
+my ($bobs) = grep { $_->{customer} eq 'cus_bob' } $stripe->invoices;
+ok($bobs, "bob's invoice");
+my @on = sort { $a->{metadata}{apimon_line} cmp $b->{metadata}{apimon_line} }
+    grep { ($_->{invoice} // '') eq ($bobs->{id} // '-') } $stripe->items;
+is_deeply([ map { $_->{description} } @on ],
+    [ 'Bronze (geo-bronze) 2026-08: 15 of 31 days', 'Gold (geo-gold) 2026-08: 16 of 31 days' ],
+    'the invoice: a line per plan, each naming it');
+is($bobs->{total}, 1403 + 2529, 'the invoice total: 29.00 x 15/31 = 14.03 + 49.00 x 16/31 = 25.29');
+is($bobs->{status}, 'open', 'finalized');
+
 # more plans in a month than a subscription can be billed across: not priced, said
 my $busy = buy('geo-bronze', ms('2026-08-01'));
 my @seq = (('geo-gold', 'geo-bronze') x 5);
