@@ -237,10 +237,32 @@ change($q, { plan => 'weather-silver', effective => 'periodEnd' });
 is($api->post("$DEV/subscriptions/$q->{name}:cancel")->{status}, 200, 'cancel with a change pending');
 ok(!exists view($q)->{pendingPlan}, 'the pending change is gone');
 
+# an app group's subscription: the same route under /appgroups
+is($api->post('/appgroups', { name => 'team' })->{status}, 201, 'app group');
+my $ag = $api->post('/appgroups/team/subscriptions', { apiproduct => 'weather', plan => 'weather-bronze' })->{json};
+$res = $api->post("/appgroups/team/subscriptions/$ag->{name}:changePlan", { plan => 'weather-silver' });
+is($res->{status}, 200, 'app group: 200');
+is($res->{json}{appGroup}, 'team', 'app group: its owner');
+is($res->{json}{plan}, 'weather-silver', 'app group: changed');
+Apimon::Admin::problem_ok($api->post("$DEV/subscriptions/$ag->{name}:changePlan", { plan => 'weather-bronze' }), 404,
+    qr/no such subscription/, "another owner's subscription");
+
 # the route: GET on it is 405, the other actions unchanged
 my $g405 = $api->get("$DEV/subscriptions/$t->{name}:changePlan");
 is($g405->{status}, 405, 'GET :changePlan: 405');
 Apimon::Admin::problem_ok($api->post("$DEV/subscriptions/$t->{name}:upgrade"), 400,
     qr/unknown action "upgrade"/, 'another action name: still 400');
+
+# the product taken off sale: a pending change can still be withdrawn
+my $wd = buy();
+change($wd, { plan => 'weather-silver', effective => 'periodEnd' });
+my $doc = $J->decode($r->cmd('HGET', 'apimon:catalog', 'json'));
+$_->{state} = 'inactive' for grep { $_->{name} eq 'weather' } @{ $doc->{products} };
+$r->apply_catalog($J->encode($doc));
+Apimon::Admin::problem_ok(change($wd, { plan => 'weather-free' }), 409, qr/product weather is inactive: not for sale/,
+    'inactive: no change to its plans');
+$res = change($wd, { plan => 'weather-bronze' });
+is($res->{status}, 200, 'inactive: the pending change withdrawn');
+ok(!exists $res->{json}{pendingPlan}, '... nothing pending');
 
 done_testing;
