@@ -287,7 +287,9 @@ bill_sub(bill_t *b, bill_sub_t *s, abuf_t *body)
         return;
     }
 
-    b->n[BILL_N_SUBS]++;
+    if (s->part <= 1) {
+        b->n[BILL_N_SUBS]++;        /* the parts of a plan change: one */
+    }
 
     if (s->why[0] == '\0') {
         if (s->bp == NULL) {

@@ -57,6 +57,14 @@ typedef struct {
     char              err[APIMON_CATALOG_ERRLEN];
 } bill_plan_t;
 
+/* a plan's part of a subscription's month (apimon_plan_segments) */
+typedef struct {
+    char             *plan;
+    int64_t           start_ms;
+    int64_t           end_ms;
+    apimon_usage_t    use;          /* its calls: the days it held */
+} bill_seg_t;
+
 typedef struct {
     char             *id;
     char             *owner_kind;
@@ -68,6 +76,11 @@ typedef struct {
     apimon_usage_t    use;
     apimon_span_t    *paused;       /* its suspensions, NULL = none */
     size_t            npaused;
+    bill_seg_t       *seg;          /* its plans' parts of the month when
+                                       it changed plan in it, else NULL */
+    size_t            nseg;
+    int               part;         /* 1..: the part of such a month this
+                                       prices (line ids "fee.1"); 0 whole */
     const char       *customer;     /* "" = no customer mapped */
     const bill_plan_t *bp;
     const apimon_pricing_t *pr;     /* the version its lines are priced in

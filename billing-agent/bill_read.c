@@ -350,31 +350,117 @@ bill_send_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
 {
     static const char  *fields[] = {
         "HMGET", NULL, "owner_kind", "owner", "plan", "state", "startTime",
-        "endTime", "suspensions", "suspendedAt"
+        "endTime", "suspensions", "suspendedAt", "nextPlan", "nextAt"
     };
-    const char         *argv[10];
-    char                key[128], ukey[160];
+    static const char  *hist[] = { "LRANGE", NULL, "0", "-1" };
+    const char         *argv[12];
+    char                key[128], ukey[160], hkey[160];
     size_t              i;
 
-    memcpy(argv, fields, sizeof(fields));
     for (i = 0; i < n; i++) {
         snprintf(key, sizeof(key), "apimon:sub:{%s}", subs[i].id);
         snprintf(ukey, sizeof(ukey), "%s:usage:%s", key, b->ym);
+        snprintf(hkey, sizeof(hkey), "%s:plans", key);
+        memcpy(argv, fields, sizeof(fields));
         argv[1] = key;
-        bill_append(c, 10, argv);
+        bill_append(c, 12, argv);
         argv[0] = "HGETALL";
         argv[1] = ukey;
         bill_append(c, 2, argv);
-        argv[0] = "HMGET";
+        memcpy(argv, hist, sizeof(hist));
+        argv[1] = hkey;
+        bill_append(c, 4, argv);
     }
     return bill_flush(c);
+}
+
+
+/*
+ * A month in which the subscription changed plan: its plan history
+ * ("<from ms>|<product>|<plan>", oldest first: schema/README.md, "Plan
+ * changes") and a change due in the month that no script applied yet
+ * (nextPlan at nextAt; dropped, as the scripts would, when its plan left
+ * the catalog).  One plan in the month: it names the plan; several: s->seg,
+ * each with its calls, the usage rule applied to its days.
+ */
+static void
+bill_plan_parts(bill_t *b, bill_sub_t *s, const redisReply *next,
+    const redisReply *at, const redisReply *u, const redisReply *hr)
+{
+    apimon_plan_entry_t  *h;
+    apimon_segment_t      seg[APIMON_MAX_SEGMENTS];
+    const char           *bar, *bar2;
+    size_t                i, j, nh = 0, nr;
+    int64_t               ms, next_ms;
+    int                   k;
+
+    nr = hr && hr->type == REDIS_REPLY_ARRAY ? hr->elements : 0;
+    next_ms = -1;
+    if (next && next->type == REDIS_REPLY_STRING && at
+        && at->type == REDIS_REPLY_STRING
+        && agent_parse_i64(at->str, at->len, &ms) == 0 && ms < b->p.end_ms
+        && amap_get(&b->plans, next->str) != NULL)
+    {
+        next_ms = ms;
+    }
+    if ((nr == 0 && next_ms < 0) || s->plan == NULL) {
+        return;
+    }
+    h = xcalloc(nr + 2, sizeof(apimon_plan_entry_t));
+    for (i = 0; i < nr; i++) {
+        const redisReply *e = hr->element[i];
+
+        bar = e->type == REDIS_REPLY_STRING ? strchr(e->str, '|') : NULL;
+        bar2 = bar ? strchr(bar + 1, '|') : NULL;
+        if (bar2 == NULL || agent_parse_i64(e->str, bar - e->str, &ms) != 0) {
+            snprintf(s->why, sizeof(s->why), "unreadable plan history "
+                     "entry %zu", i);
+            free(h);
+            return;
+        }
+        h[nh].from_ms = ms;
+        h[nh++].plan = bar2 + 1;
+    }
+    if (nh == 0) {
+        h[nh++].plan = s->plan;
+    }
+    if (next_ms >= 0) {
+        h[nh].from_ms = next_ms;
+        h[nh++].plan = next->str;
+    }
+    k = apimon_plan_segments(h, nh, &b->p, s->start_ms, s->end_ms, seg,
+                             APIMON_MAX_SEGMENTS);
+    if (k < 0) {
+        snprintf(s->why, sizeof(s->why), "more than %d plans in %s",
+                 APIMON_MAX_SEGMENTS, b->ptext);
+    } else if (k == 1 && strcmp(seg[0].plan, s->plan) != 0) {
+        free(s->plan);
+        s->plan = xstrdup(seg[0].plan);
+    } else if (k > 1) {
+        s->seg = xcalloc(k, sizeof(bill_seg_t));
+        s->nseg = k;
+        for (j = 0; j < (size_t) k; j++) {
+            s->seg[j].plan = xstrdup(seg[j].plan);
+            s->seg[j].start_ms = seg[j].start_ms;
+            s->seg[j].end_ms = seg[j].end_ms;
+            for (i = 0; u && u->type == REDIS_REPLY_ARRAY
+                        && i + 1 < u->elements; i += 2)
+            {
+                apimon_usage_add(&s->seg[j].use, seg[j].start_ms,
+                                 seg[j].end_ms, u->element[i]->str,
+                                 u->element[i]->len, u->element[i + 1]->str,
+                                 u->element[i + 1]->len);
+            }
+        }
+    }
+    free(h);
 }
 
 
 static int
 bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
 {
-    redisReply  *r;
+    redisReply  *r, *u, *hr;
     size_t       i;
 
     for (i = 0; i < n; i++) {
@@ -383,7 +469,7 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 8) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 10) {
             subs[i].owner_kind = reply_dup(r->element[0]);
             subs[i].owner = reply_dup(r->element[1]);
             subs[i].plan = reply_dup(r->element[2]);
@@ -393,15 +479,28 @@ bill_recv_subs(bill_t *b, redisContext *c, bill_sub_t *subs, size_t n)
             sub_time(&subs[i], r->element[5], "endTime", &subs[i].end_ms);
             sub_suspensions(&subs[i], r->element[6], r->element[7]);
         }
-        freeReplyObject(r);
 
-        if (redisGetReply(c, (void **) &r) != REDIS_OK) {
+        if (redisGetReply(c, (void **) &u) != REDIS_OK) {
             agent_err("Redis: %s", c->errstr);
+            freeReplyObject(r);
             b->fatal = AGENT_EXIT_FAILED;
             return -1;
         }
-        bill_usage(b, &subs[i], r);
+        bill_usage(b, &subs[i], u);
+
+        if (redisGetReply(c, (void **) &hr) != REDIS_OK) {
+            agent_err("Redis: %s", c->errstr);
+            freeReplyObject(r);
+            freeReplyObject(u);
+            b->fatal = AGENT_EXIT_FAILED;
+            return -1;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 10) {
+            bill_plan_parts(b, &subs[i], r->element[8], r->element[9], u, hr);
+        }
         freeReplyObject(r);
+        freeReplyObject(u);
+        freeReplyObject(hr);
     }
     return 0;
 }
@@ -468,7 +567,8 @@ static void
 bill_price(bill_t *b, bill_sub_t *s)
 {
     char              why[APIMON_PRICE_ERRLEN];
-    int               nl;
+    char              id[sizeof(s->lines[0].id)];
+    int               nl, i;
     apimon_history_t  h;
 
     s->nlines = 0;
@@ -489,6 +589,11 @@ bill_price(bill_t *b, bill_sub_t *s)
                               s->use.calls, s->bp->label, s->lines,
                               APIMON_MAX_LINES, why, sizeof(why));
     s->nlines = nl < 0 ? -1 : nl;
+    for (i = 0; s->part > 0 && i < nl; i++) {
+        /* a part of a month across plans: "fee.1", "fee.2" ... */
+        snprintf(id, sizeof(id), "%s.%d", s->lines[i].id, s->part);
+        memcpy(s->lines[i].id, id, sizeof(s->lines[i].id) - 1);
+    }
     if (nl < 0) {
         snprintf(s->why, sizeof(s->why), "plan %.*s: %s", APIMON_NAME_MAX,
                  s->plan, why);
@@ -564,10 +669,75 @@ bill_sub_free(bill_sub_t *s)
     free(s->plan);
     free(s->state);
     free(s->paused);
+    for (i = 0; i < (int) s->nseg; i++) {
+        free(s->seg[i].plan);
+    }
+    free(s->seg);
     for (i = 0; i < APIMON_MAX_LINES; i++) {
         ledger_entry_free(&s->led[i]);
     }
     memset(s, 0, sizeof(*s));
+}
+
+
+static char *
+dup_or_null(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+
+/*
+ * The subscriptions of a batch as priced: one whose plan changed in the
+ * month becomes one entry per part, each with its plan, span and calls
+ * (the calls outside the term stay with the first part).  The entries
+ * split are freed; the others move.  Returns subs when nothing split.
+ */
+static bill_sub_t *
+bill_parts(bill_sub_t *subs, size_t n, size_t *nout)
+{
+    size_t       i, k, m = 0;
+    bill_sub_t  *out, *o;
+    bill_seg_t  *g;
+
+    for (i = 0; i < n; i++) {
+        m += subs[i].nseg > 1 ? subs[i].nseg : 1;
+    }
+    *nout = m;
+    if (m == n) {
+        return subs;
+    }
+    out = xcalloc(m, sizeof(bill_sub_t));
+    for (i = 0, o = out; i < n; i++) {
+        if (subs[i].nseg <= 1) {
+            *o++ = subs[i];
+            memset(&subs[i], 0, sizeof(subs[i]));
+            continue;
+        }
+        for (k = 0; k < subs[i].nseg; k++, o++) {
+            g = &subs[i].seg[k];
+            o->id = subs[i].id;
+            o->owner_kind = dup_or_null(subs[i].owner_kind);
+            o->owner = dup_or_null(subs[i].owner);
+            o->state = dup_or_null(subs[i].state);
+            o->plan = g->plan;
+            g->plan = NULL;
+            o->start_ms = g->start_ms;
+            o->end_ms = g->end_ms;
+            o->use = g->use;
+            o->use.unbilled = k == 0 ? subs[i].use.unbilled : 0;
+            if (subs[i].npaused) {
+                o->paused = xcalloc(subs[i].npaused, sizeof(apimon_span_t));
+                memcpy(o->paused, subs[i].paused,
+                       subs[i].npaused * sizeof(apimon_span_t));
+                o->npaused = subs[i].npaused;
+            }
+            memcpy(o->why, subs[i].why, sizeof(o->why));
+            o->part = (int) k + 1;
+        }
+        bill_sub_free(&subs[i]);
+    }
+    return out;
 }
 
 
@@ -579,8 +749,8 @@ bill_sub_free(bill_sub_t *s)
 void
 bill_batches(bill_t *b, char **ids, size_t nids)
 {
-    bill_sub_t    *buf[2], *subs;
-    size_t         i, j, n, nn, bs = (size_t) b->o->batch;
+    bill_sub_t    *buf[2], *subs, *parts;
+    size_t         i, j, n, nn, np, bs = (size_t) b->o->batch;
     redisContext  *pre = b->pre ? b->pre : b->c;
     abuf_t         body;
     int            cur = 0;
@@ -618,19 +788,23 @@ bill_batches(bill_t *b, char **ids, size_t nids)
             break;
         }
 
-        if (bill_read_owners(b, subs, n) == 0) {
-            for (j = 0; j < n; j++) {
-                bill_price(b, &subs[j]);
+        parts = bill_parts(subs, n, &np);
+        if (bill_read_owners(b, parts, np) == 0) {
+            for (j = 0; j < np; j++) {
+                bill_price(b, &parts[j]);
             }
-            if (bill_read_ledger(b, subs, n) == 0) {
-                for (j = 0; j < n && !b->fatal; j++) {
-                    bill_sub(b, &subs[j], &body);
+            if (bill_read_ledger(b, parts, np) == 0) {
+                for (j = 0; j < np && !b->fatal; j++) {
+                    bill_sub(b, &parts[j], &body);
                 }
             }
         }
 
-        for (j = 0; j < n; j++) {
-            bill_sub_free(&subs[j]);
+        for (j = 0; j < np; j++) {
+            bill_sub_free(&parts[j]);
+        }
+        if (parts != subs) {
+            free(parts);
         }
 
         if (nn && pre == b->c && !b->fatal

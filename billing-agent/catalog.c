@@ -512,9 +512,10 @@ read_pricing(const cJSON *obj, const char *path, apimon_pricing_t *pr,
 
 static const char *const f_catalog[] = { "$schema", "products", "plans",
     "weekStart", "webhooks", NULL };
-/* state, retired and attributes: checked by catalog_apply.lua */
+/* state, retired, attributes and changeTo: checked by catalog_apply.lua */
 static const char *const f_product[] = { "name", "displayName",
-    "description", "apis", "defaultPlan", "state", "attributes", NULL };
+    "description", "apis", "defaultPlan", "state", "attributes", "changeTo",
+    NULL };
 static const char *const f_plan[] = { "name", "product", "displayName",
     "description", "approval", "suspension", "rateLimit", "quota", "pricing",
     "retired", "attributes", "webhooks", NULL };

@@ -1134,6 +1134,50 @@ apimon_history_pricing(const apimon_history_t *h, const apimon_period_t *p,
 }
 
 
+/* ---- plan changes ------------------------------------------------------ */
+
+int
+apimon_plan_segments(const apimon_plan_entry_t *h, size_t n,
+    const apimon_period_t *p, int64_t start_ms, int64_t end_ms,
+    apimon_segment_t *out, size_t max)
+{
+    int64_t  a, z, lo;
+    size_t   i, k = 0;
+
+    lo = start_ms;
+    for (i = 0; i < n; i++) {
+        /* the plan of entry i holds from 00:00 of its change's day to
+         * 00:00 of the next change's day */
+        a = i == 0 ? start_ms : floor_div(h[i].from_ms, DAY_MS) * DAY_MS;
+        a = a > lo ? a : lo;
+        z = i + 1 < n ? floor_div(h[i + 1].from_ms, DAY_MS) * DAY_MS : 0;
+        if (end_ms != 0 && (z == 0 || z > end_ms)) {
+            z = end_ms;
+        }
+        if (z != 0 && z <= a) {
+            continue;
+        }
+        lo = a;
+        if (apimon_active_days(p, a, z) == 0) {
+            continue;
+        }
+        if (k > 0 && out[k - 1].end_ms == a
+            && strcmp(out[k - 1].plan, h[i].plan) == 0)
+        {
+            out[k - 1].end_ms = z;      /* back the same day: one part */
+            continue;
+        }
+        if (k == max) {
+            return -1;
+        }
+        out[k].plan = h[i].plan;
+        out[k].start_ms = a;
+        out[k++].end_ms = z;
+    }
+    return (int) k;
+}
+
+
 /* digits of s[0..n), all of them; -1 if any is not one */
 static int64_t
 dig(const char *s, int n)

@@ -254,6 +254,41 @@ int apimon_price_history(const apimon_history_t *h, const apimon_period_t *p,
 const apimon_pricing_t *apimon_history_pricing(const apimon_history_t *h,
     const apimon_period_t *p, int64_t start_ms, int64_t end_ms);
 
+/*
+ * Plan changes (docs/pricing.md, "Plan changes").  A subscription's plan
+ * history is its plans in order, each from the ms it took over (the
+ * first: the plan bought, from the start).  Each plan bills the days it
+ * held, the day of a change going to the new plan, which is in force at its
+ * end: a change at t ends the plan before it at 00:00 UTC of t's day.
+ */
+#define APIMON_MAX_SEGMENTS  8      /* plans of one subscription in one
+                                       period: more is refused */
+
+typedef struct {
+    int64_t           from_ms;      /* the first entry's is not read */
+    const char       *plan;
+} apimon_plan_entry_t;
+
+typedef struct {
+    const char       *plan;
+    int64_t           start_ms;
+    int64_t           end_ms;       /* 0 = open */
+} apimon_segment_t;
+
+/*
+ * The parts of the term [start_ms, end_ms) (end 0 = open) that the plans
+ * of history h (n entries, ascending) held in period p, in order, each
+ * [start, end) at most the term: a plan with no day in p has no part (nor
+ * one that a later change of the same day replaced), and a plan that
+ * follows itself (changed away and back within a day) is one part.  Returns the number
+ * of parts written (0 when the term has no day in p), -1 when there are
+ * more than max.  Each part is priced like a whole subscription
+ * (apimon_price_history with its span, its calls by apimon_usage_add).
+ */
+int apimon_plan_segments(const apimon_plan_entry_t *h, size_t n,
+    const apimon_period_t *p, int64_t start_ms, int64_t end_ms,
+    apimon_segment_t *out, size_t max);
+
 /* "2026-11-16" (00:00 UTC) or RFC 3339 "2026-11-16T10:00:00Z",
  * "...T10:00:00.5+02:00" → ms since the epoch; -1 if malformed */
 int apimon_time_parse(const char *text, int64_t *ms);

@@ -86,6 +86,30 @@ ngx_http_apimon_admin_attributes(cJSON *to, cJSON *from)
 }
 
 
+/* a plan change waiting for the period's end (subscription_plan.lua) */
+
+static ngx_int_t
+ngx_http_apimon_admin_pending_plan(cJSON *out, cJSON *raw)
+{
+    cJSON  *next;
+
+    if (!cJSON_IsString(cJSON_GetObjectItemCaseSensitive(raw, "nextPlan"))) {
+        return NGX_OK;
+    }
+
+    next = cJSON_AddObjectToObject(out, "pendingPlan");
+    if (next == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_apimon_admin_copy_string(next, "plan", raw, "nextPlan");
+    ngx_http_apimon_admin_copy_string(next, "apiproduct", raw, "nextProduct");
+    ngx_http_apimon_admin_copy_string(next, "effectiveAt", raw, "nextAt");
+
+    return NGX_OK;
+}
+
+
 /* a subscription hash (as JSON) -> the public, Apigee-shaped resource */
 
 cJSON *
@@ -126,7 +150,9 @@ ngx_http_apimon_admin_sub_json(cJSON *raw)
     ngx_http_apimon_admin_copy_string(out, "lastModifiedAt", raw,
                                       "lastModifiedAt");
 
-    if (ngx_http_apimon_admin_attributes(out, raw) != NGX_OK) {
+    if (ngx_http_apimon_admin_attributes(out, raw) != NGX_OK
+        || ngx_http_apimon_admin_pending_plan(out, raw) != NGX_OK)
+    {
         cJSON_Delete(out);
         return NULL;
     }

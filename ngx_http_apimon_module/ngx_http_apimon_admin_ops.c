@@ -590,6 +590,64 @@ ngx_http_apimon_admin_sub_key(ngx_http_request_t *r,
 
 
 /*
+ * :changePlan {"plan", "effective"}: the plan (its name's form checked
+ * here, the rest by subscription_plan), "now" (absent) or "periodEnd";
+ * If-Match and Idempotency-Key as for the other changes
+ */
+
+static ngx_int_t
+ngx_http_apimon_admin_sub_plan(ngx_http_request_t *r,
+    ngx_http_apimon_admin_ctx_t *ctx)
+{
+    ngx_int_t  rc;
+    ngx_str_t  key, args[6];
+
+    rc = ngx_http_apimon_admin_body_string(r, ctx, "plan", 1, &args[0]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (!ngx_http_apimon_admin_valid_name(args[0].data, args[0].len)) {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "plan: must match ^[A-Za-z0-9._-]{1,64}$");
+    }
+
+    rc = ngx_http_apimon_admin_body_string(r, ctx, "effective", 0, &args[1]);
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_set(&args[1], "now");
+
+    } else if (rc != NGX_OK) {
+        return rc;
+
+    } else if (!ngx_http_apimon_admin_is(&args[1], "now")
+               && !ngx_http_apimon_admin_is(&args[1], "periodEnd"))
+    {
+        return ngx_http_apimon_admin_error(r, NGX_HTTP_BAD_REQUEST,
+                                           "effective: must be \"now\" or "
+                                           "\"periodEnd\"");
+    }
+
+    if (ngx_http_apimon_admin_sub_key_name(r, &ctx->name, &key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_apimon_admin_if_match(r, &args[2]);
+
+    /* no key is made: the replay of a change answers the record alone */
+    rc = ngx_http_apimon_admin_idem_args(r, ctx, &args[3]);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ctx->status = NGX_HTTP_OK;
+
+    return ngx_http_apimon_admin_script(r, ctx, &key, args, 6,
+                                        ngx_http_apimon_admin_sub_reply);
+}
+
+
+/*
  * the subscription, with the keys made by this request (shown only here)
  * or, replayed for its Idempotency-Key, by the first one
  */
@@ -870,6 +928,10 @@ static char  *ngx_http_apimon_admin_purchase_fields[] = {
     "apiproduct", "plan", "startTime", "endTime", "attributes", NULL
 };
 
+static char  *ngx_http_apimon_admin_plan_fields[] = {
+    "plan", "effective", NULL
+};
+
 
 /*
  * The route table: method, path (below {base}, named parts in braces: see
@@ -918,6 +980,11 @@ ngx_http_apimon_admin_route_t  ngx_http_apimon_admin_routes[] = {
     { ngx_string("PUT"), "{owners}/{owner}/subscriptions/{sub}",
       ngx_http_apimon_admin_sub_update, APIMON_SCRIPT_SUBSCRIPTION_PUT,
       NGX_HTTP_APIMON_ADMIN_BODY, NULL },
+
+    /* before {action}: the first row that matches is taken */
+    { ngx_string("POST"), "{owners}/{owner}/subscriptions/{sub}:changePlan",
+      ngx_http_apimon_admin_sub_plan, APIMON_SCRIPT_SUBSCRIPTION_PLAN,
+      NGX_HTTP_APIMON_ADMIN_BODY, ngx_http_apimon_admin_plan_fields },
 
     { ngx_string("POST"), "{owners}/{owner}/subscriptions/{sub}:{action}",
       ngx_http_apimon_admin_sub_action, APIMON_SCRIPT_SUBSCRIPTION_STATE,

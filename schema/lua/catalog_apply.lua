@@ -183,12 +183,21 @@ for i, p in ipairs(list(doc.products, 'products')) do
   if state == nil or state == cjson.null then state = 'active' end
   if state ~= 'active' and state ~= 'inactive' then bad(path .. '.state', 'must be active or inactive') end
   if p.attributes ~= nil then apimon_attributes(p.attributes, path .. '.attributes') end
+  -- changeTo: the other products whose plans its subscriptions may change to
+  local to = {}
+  if p.changeTo ~= nil and p.changeTo ~= cjson.null then
+    for j, o in ipairs(list(p.changeTo, path .. '.changeTo')) do
+      if not valid_name(o) then bad(path .. '.changeTo[' .. (j - 1) .. ']', 'must match ^[A-Za-z0-9._-]{1,64}$') end
+      if o == p.name then bad(path .. '.changeTo[' .. (j - 1) .. ']', 'names the product itself') end
+      to[#to + 1] = o
+    end
+  end
   products[p.name] = {
     name = p.name, path = path, state = state,
     displayName = opt_string(p.displayName, path .. '.displayName'),
     description = opt_string(p.description, path .. '.description'),
     apis = ',' .. table.concat(p.apis, ',') .. (#p.apis > 0 and ',' or ''),
-    defaultPlan = dp, nplans = 0,
+    defaultPlan = dp, nplans = 0, changeTo = #to > 0 and (',' .. table.concat(to, ',') .. ',') or '',
   }
 end
 
@@ -265,6 +274,11 @@ end
 for name, pr in pairs(products) do
   if pr.defaultPlan == '' and pr.nplans == 1 then pr.defaultPlan = only[name] end
 end
+for _, pr in pairs(products) do
+  for o in pr.changeTo:gmatch('[^,]+') do
+    if not products[o] then bad(pr.path .. '.changeTo', 'no such product in this catalog: ' .. o) end
+  end
+end
 
 -- Conflicts: plans in use must survive with the same product; products
 -- follow from that (a used plan needs its product in the document). In use:
@@ -289,6 +303,9 @@ for _, name in ipairs(old_plans) do
   for _, id in ipairs(redis.call('SMEMBERS', 'apimon:plan:' .. name .. ':subs')) do
     if live(id) then used = used + 1 end
   end
+  -- subscriptions that changed to another plan: their days on this one are
+  -- billed until the month after the one they left it in
+  used = used + redis.call('ZCOUNT', 'apimon:plan:' .. name .. ':former', fmt(billed_before), '+inf')
   old[name] = h
   if h[6] == '1' and plans[name] and plans[name].retired ~= '1' then
     bad(plans[name].path .. '.retired', 'plan ' .. name .. ' is retired: retiring a plan is final')
@@ -338,7 +355,7 @@ end
 for _, name in ipairs(old_plans) do
   if not plans[name] then
     redis.call('DEL', 'apimon:plan:' .. name, 'apimon:plan:' .. name .. ':subs', 'apimon:plan:' .. name .. ':prices',
-      'apimon:plan:' .. name .. ':rules')
+      'apimon:plan:' .. name .. ':former', 'apimon:plan:' .. name .. ':rules')
     redis.call('SREM', 'apimon:plans', name)
   end
 end
@@ -347,6 +364,7 @@ for name, p in pairs(products) do
   redis.call('DEL', k)
   redis.call('HSET', k, 'name', name, 'displayName', p.displayName, 'description', p.description, 'apis', p.apis,
     'defaultPlan', p.defaultPlan, 'nplans', fmt(p.nplans), 'state', p.state)
+  if p.changeTo ~= '' then redis.call('HSET', k, 'changeTo', p.changeTo) end
   redis.call('SADD', 'apimon:products', name)
 end
 -- Price versions: member "<ms>|<pricing>" scored by the ms it takes effect.

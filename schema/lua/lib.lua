@@ -110,14 +110,105 @@ local function sub_id_of(key)
   return key:match('^apimon:sub:{(.*)}$')
 end
 
+-- Plan changes (schema/README.md, "Plan changes"; subscription_plan.lua).
+-- The quota counted in the new plan's current period when the change
+-- comes: the check's state is kept as it is when both plans count in the
+-- same unit (the used count goes on, the new limit applies to it); for
+-- another unit of a day or more, the accepted calls of the subscription's
+-- daily usage in the new period so far, written where the check takes a
+-- period it has no state for (the period's stamped key); minute and hour
+-- periods start from what that key holds (0 when none). The one place
+-- that knows the check's quota layout outside check.lua.
+local function sub_quota_carry(sk, old_unit, new_n, new_unit, now)
+  if new_unit == '' or (tonumber(new_n) or 0) == 0 or new_unit == old_unit then return end
+  if new_unit ~= 'day' and new_unit ~= 'week' and new_unit ~= 'month' then return end
+  local s, e, stamp = period(new_unit, now)
+  local first, last, used, month = ymd(s), ymd(now), 0, nil
+  for d = idiv(s, DAY_MS), idiv(now, DAY_MS) do
+    local ym = ymd(d * DAY_MS):sub(1, 6)
+    if ym ~= month then
+      month = ym
+      local u = redis.call('HGETALL', sk .. ':usage:' .. ym)
+      for i = 1, #u, 2 do
+        local f = u[i]
+        local day = f:sub(1, 8)
+        if day >= first and day <= last and f:sub(-3) == '|ok' then used = used + (tonumber(u[i + 1]) or 0) end
+      end
+    end
+  end
+  local qk = sk .. ':quota:plan:' .. stamp
+  -- a state of this very period, from a plan held before the one left,
+  -- would be taken over the carried count: the count replaces it
+  local cur = redis.call('HGET', sk, 'c:quota:plan')
+  if cur and cur:sub(1, #new_unit + #stamp + 2) == new_unit .. ':' .. stamp .. ':' then
+    redis.call('HDEL', sk, 'c:quota:plan')
+  end
+  if used > 0 then
+    redis.call('SET', qk, fmt(used), 'PXAT', fmt(e + 62 * DAY_MS))
+  else
+    redis.call('DEL', qk)
+  end
+end
+
+-- Moves subscription h (hash key sk) to plan of product at ms "at": the
+-- mirrored limits and APIs (the check's "pol" through sub_policy_sync), the
+-- plan history apimon:sub:{<id>}:plans ("<from ms>|<product>|<plan>",
+-- oldest first, the first entry the plan bought), the plans' indexes (the
+-- plan left keeps the id in its ":former" zset, scored by when, which
+-- holds the plan in the catalog while those days can still be billed).
+-- Keys, state, attributes and counters stay.
+local function sub_plan_switch(sk, h, product, plan, at, now)
+  local p = redis.call('HMGET', 'apimon:plan:' .. plan, 'rate_n', 'rate_w', 'quota_n', 'quota_unit')
+  local apis = redis.call('HGET', 'apimon:product:' .. product, 'apis') or ''
+  local hk = sk .. ':plans'
+  if redis.call('EXISTS', hk) == 0 then
+    redis.call('RPUSH', hk, (h.startTime or '0') .. '|' .. (h.product or '') .. '|' .. (h.plan or ''))
+  end
+  redis.call('RPUSH', hk, fmt(at) .. '|' .. product .. '|' .. plan)
+  redis.call('HSET', sk, 'product', product, 'plan', plan, 'apis', apis, 'rate_n', p[1] or '0',
+    'rate_w', p[2] or '0', 'quota_n', p[3] or '0', 'quota_unit', p[4] or '', 'lastModifiedAt', fmt(now))
+  redis.call('HDEL', sk, 'nextPlan', 'nextProduct', 'nextAt')
+  redis.call('HINCRBY', sk, 'ver', 1)
+  sub_quota_carry(sk, h.quota_unit or '', p[3], p[4] or '', now)
+  redis.call('SREM', 'apimon:plan:' .. (h.plan or '') .. ':subs', h.id)
+  redis.call('ZADD', 'apimon:plan:' .. (h.plan or '') .. ':former', at, h.id)
+  redis.call('ZREM', 'apimon:plan:' .. plan .. ':former', h.id)
+  redis.call('SADD', 'apimon:plan:' .. plan .. ':subs', h.id)
+  sub_policy_sync(sk)
+end
+
+-- A change "effective": "periodEnd" waits in nextPlan, nextProduct and
+-- nextAt; the first management script that loads the subscription at or
+-- after nextAt applies it (as of nextAt for the history and the bill), or
+-- drops it when the subscription can no longer be used or the plan left
+-- the catalog; audited with who "scheduled". Returns the record as now.
+local function sub_plan_due(sk, h, now)
+  local at = tonumber(h.nextAt)
+  if not at or at > now then return h end
+  local et = tonumber(h.endTime) or 0
+  local ok = (h.state == 'active' or h.state == 'suspended' or h.state == 'submitted') and (et == 0 or et > at) and
+    redis.call('EXISTS', 'apimon:plan:' .. (h.nextPlan or '')) == 1
+  if ok then
+    sub_plan_switch(sk, h, h.nextProduct or h.product, h.nextPlan, at, now)
+  else
+    redis.call('HDEL', sk, 'nextPlan', 'nextProduct', 'nextAt')
+  end
+  local nh = hash_table(redis.call('HGETALL', sk))
+  apimon_audit('scheduled', '', now, 'subscription.changePlan.' .. (ok and 'applied' or 'dropped'), h.id,
+               sub_public(h), sub_public(nh))
+  return nh
+end
+
 -- Load a subscription for management calls; an empty owner kind skips the
 -- owner check (operator calls), a wrong owner looks like a missing one.
-local function sub_load(key, kind, owner)
+-- Given now, a plan change due by then is applied first (sub_plan_due).
+local function sub_load(key, kind, owner, now)
   local h = hash_table(redis.call('HGETALL', key))
   if not h.id then apimon_err('not_found', 'no such subscription') end
   if kind and kind ~= '' and (h.owner_kind ~= kind or h.owner ~= owner) then
     apimon_err('not_found', 'no such subscription')
   end
+  if now and h.nextAt then h = sub_plan_due(key, h, now) end
   return h
 end
 

@@ -11,7 +11,7 @@ local replay = idem_replay(idem, fp)
 if replay then return replay end
 local now = m.now
 digest = digest or ''
-local h = sub_load(sk, m.kind, m.owner)
+local h = sub_load(sk, m.kind, m.owner, m.now)
 local field = ({ primary = 'kp', secondary = 'ks' })[slot]
 if not field then apimon_err('bad_request', 'slot must be primary or secondary') end
 if not valid_digest(digest) and not (digest == '' and slot == 'secondary') then

@@ -8,7 +8,7 @@ apimon_schema_check()
 local sk = KEYS[1]
 local m, text, cond = apimon_mgmt_args()
 local now = m.now
-local h = sub_load(sk, m.kind, m.owner)
+local h = sub_load(sk, m.kind, m.owner, m.now)
 local ok, body = pcall(cjson.decode, text or '')
 if not ok or type(body) ~= 'table' then apimon_err('bad_request', 'body: not a JSON object') end
 

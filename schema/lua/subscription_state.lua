@@ -5,7 +5,7 @@ apimon_schema_check()
 local sk = KEYS[1]
 local m, action, cond = apimon_mgmt_args()
 local now = m.now
-local h = sub_load(sk, m.kind, m.owner)
+local h = sub_load(sk, m.kind, m.owner, m.now)
 
 local T = {
   activate = { from = { submitted = true }, to = 'active' },
@@ -21,6 +21,8 @@ if not t.from[h.state] then
   apimon_err('conflict', 'cannot ' .. action .. ' a subscription that is ' .. tostring(h.state))
 end
 redis.call('HSET', sk, 'state', t.to, 'lastModifiedAt', fmt(now))
+-- a plan change waiting for the period's end dies with the subscription
+if t.to == 'cancelled' or t.to == 'expired' then redis.call('HDEL', sk, 'nextPlan', 'nextProduct', 'nextAt') end
 -- The agent needs the suspended intervals (plans with suspension pause):
 -- suspendedAt while suspended, then "<from>-<to>" appended to suspensions.
 if t.to == 'suspended' then

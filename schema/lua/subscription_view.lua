@@ -6,7 +6,7 @@ apimon_schema_check()
 local sk = KEYS[1]
 local m = apimon_mgmt_args()
 local now = m.now
-local h = sub_load(sk, m.kind, m.owner)
+local h = sub_load(sk, m.kind, m.owner, m.now)
 local out = sub_public(h)
 local n, unit = tonumber(h.quota_n) or 0, h.quota_unit or ''
 if n > 0 and unit ~= '' then
