@@ -15,6 +15,7 @@
 #define PATH_LEN 192
 /* the largest integer a catalog may hold (see APIMON_MAX_AMOUNT) */
 #define MAXN     (APIMON_MAX_AMOUNT - 1)
+#define NOT_YET  ": not enforced by this version of apimon yet"
 
 typedef struct {
     char   *buf;
@@ -787,6 +788,71 @@ mirror_limits(apimon_plan_t *pl)
                  unit_names[q->unit]);
     }
 }
+
+/* one plan's rules against what apimon_catalog_enforced allows */
+static int
+rules_enforced(const apimon_plan_t *pl, int week_start, const char *path,
+    err_t *e)
+{
+    const apimon_rule_t  *q = &pl->quotas[0];
+    char                  p[PATH_LEN];
+
+    if (pl->nrates > 1) {
+        join(p, path, "rateLimit");
+        return bad(e, p, "more than one rate rule%s", NOT_YET);
+    }
+    if (pl->nrates == 1 && pl->rates[0].violation[0]) {
+        join(p, path, "rateLimit.violationMessage");
+        return bad(e, p, "a violation message%s", NOT_YET);
+    }
+    if (pl->nquotas == 0) {
+        return 0;
+    }
+    join(p, path, "quota");
+    if (pl->nquotas > 1) {
+        return bad(e, p, "more than one quota rule%s", NOT_YET);
+    }
+    if (q->interval != 1 || q->unit == APIMON_UNIT_SECOND) {
+        return bad(e, p, "a period of %lld %s%s", (long long) q->interval,
+                   unit_names[q->unit], NOT_YET);
+    }
+    if (q->unit == APIMON_UNIT_WEEK && week_start != 0) {
+        return bad(e, "weekStart", "weeks not starting on monday with a "
+                   "week quota (%s)%s", pl->name, NOT_YET);
+    }
+    if (!q->block) {
+        join(p, path, "quota.blockOnBreach");
+        return bad(e, p, "a soft quota (false)%s", NOT_YET);
+    }
+    if (q->nnotify > 0) {
+        join(p, path, "quota.notify");
+        return bad(e, p, "quota notifications%s", NOT_YET);
+    }
+    if (q->violation[0]) {
+        join(p, path, "quota.violationMessage");
+        return bad(e, p, "a violation message%s", NOT_YET);
+    }
+    return 0;
+}
+
+
+int
+apimon_catalog_enforced(const apimon_catalog_t *cat, char *err,
+    size_t errlen)
+{
+    err_t   e = { err, errlen };
+    char    path[PATH_LEN];
+    size_t  i;
+
+    for (i = 0; i < cat->nplans; i++) {
+        snprintf(path, sizeof(path), "plans[%zu]", i);
+        if (rules_enforced(&cat->plans[i], cat->week_start, path, &e) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 
 static const char *const f_webhook[] = { "url", "secretFile", NULL };
 

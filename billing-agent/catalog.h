@@ -107,6 +107,16 @@ typedef struct {
 int apimon_catalog_parse(const char *text, size_t len, apimon_catalog_t *cat,
     char *err, size_t errlen);
 
+/*
+ * What the check script of this version enforces: one rate rule and one
+ * blocking quota of one unit of minute ... month (weeks from Monday), no
+ * notification, no violation message.  0 when the whole catalog is within
+ * that; -1 with the first plan and field beyond it in err.  `catalog apply`
+ * refuses the rest (stored rule lists wait for the check of issue 10).
+ */
+int apimon_catalog_enforced(const apimon_catalog_t *cat, char *err,
+    size_t errlen);
+
 /* releases what apimon_catalog_parse allocated; safe on an empty catalog */
 void apimon_catalog_free(apimon_catalog_t *cat);
 

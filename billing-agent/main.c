@@ -244,6 +244,14 @@ cmd_catalog_apply(const agent_conf_t *conf, const char *path)
         return AGENT_EXIT_CONFIG;
     }
 
+    /* a limit nobody enforces is not sold: refused until the check has it */
+    if (apimon_catalog_enforced(&cat, err, sizeof(err)) != 0) {
+        agent_err("%s: %s", path, err);
+        apimon_catalog_free(&cat);
+        free(text);
+        return AGENT_EXIT_CONFIG;
+    }
+
     c = agent_redis(conf);
     if (c == NULL) {
         apimon_catalog_free(&cat);
